@@ -1,0 +1,33 @@
+"""xfer_jax: language capability transfer for LLaMA in pure JAX."""
+from setuptools import find_packages, setup
+
+setup(
+    name="xfer_jax",
+    version="0.1.0",
+    description="Language capability transfer for LLaMA models in JAX: import, extend, pretrain, tune, evaluate, export.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["xfer_jax", "xfer_jax.*"]),
+    install_requires=[
+        "jax>=0.10.0",
+        "flax>=0.12.8",
+        "orbax-checkpoint>=0.12.4",
+        "optax>=0.2.8",
+        "ml_collections>=1.0",
+        "absl-py",
+        "numpy",
+        "safetensors>=0.4",
+        "sentencepiece>=0.2",
+        "grain>=0.2.12",
+        "array-record>=0.8",
+        "pyarrow",
+        "tqdm",
+        "tensorboardX",
+    ],
+    extras_require={
+        # torch is pinned to the CPU wheel: any other spec pulls GBs of CUDA.
+        "test": ["torch==2.13.0", "transformers>=4.45", "pytest>=8", "pytest-xdist", "protobuf"],
+        "gpu": ["jax[cuda12]"],
+        "tpu": ["jax[tpu]"],
+    },
+    entry_points={"console_scripts": ["xfer=xfer_jax.cli:main"]},
+)

@@ -1,0 +1,36 @@
+"""`xfer <verb> ...`: one entry point; each verb lives in its own module and is imported only when used.
+
+Every verb module exposes `main(argv: list[str]) -> int`, so `xfer convert ...` and
+`python -m xfer_jax.convert.cli ...` behave the same.
+"""
+import importlib
+import sys
+
+VERBS = {
+    "convert": ("xfer_jax.convert.cli", "HF <-> Orbax checkpoint conversion"),
+    "data": ("xfer_jax.data.cli", "fetch corpora, tokenise sources into ArrayRecord shards"),
+    "parity": ("xfer_jax.convert.parity", "random tiny LLaMA -> HF export -> transformers logit parity"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: xfer <verb> [args...]", "", "verbs:"]
+    lines += [f"  {verb:<10} {help_}" for verb, (_, help_) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"xfer: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(VERBS[verb][0])
+    return module.main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
