@@ -1,0 +1,136 @@
+"""The one checkpoint layout every stage reads and writes.
+
+    DIR/
+      tokenizer.model           the sentencepiece model the checkpoint's vocabulary belongs to (optional)
+      <step>/params/            Orbax PyTree of the parameter dict (see xfer_jax.model.params)
+      <step>/meta/              JSON: model config, step, format version, and whatever the stage adds
+      <step>/<other items>/     the trainer adds optimizer state and data-iterator state as more items
+
+Steps are written by Orbax's CheckpointManager, which commits a step only once every item is on disk, so a
+step half-written when a process died is never listed as the latest. Restoring takes target shardings, so a
+checkpoint saved on one mesh loads onto any other.
+"""
+import json
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from xfer_jax.model import params as model_params
+from xfer_jax.model.config import LlamaConfig
+
+FORMAT = "xfer_jax/1"
+TOKENIZER_FILE = "tokenizer.model"
+
+
+def manager(ckpt_dir: str | pathlib.Path, *, max_to_keep: int | None = None, save_interval_steps: int = 1,
+            async_save: bool = False, read_only: bool = False) -> ocp.CheckpointManager:
+    """The Orbax CheckpointManager over DIR (absolute path; created unless read_only)."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        save_interval_steps=save_interval_steps,
+        enable_async_checkpointing=async_save,
+        read_only=read_only,
+        create=not read_only,
+    )
+    return ocp.CheckpointManager(pathlib.Path(ckpt_dir).resolve(), options=options)
+
+
+def meta_dict(cfg: LlamaConfig, step: int, **extra) -> dict:
+    return {"format": FORMAT, "model": cfg.to_dict(), "step": int(step), **extra}
+
+
+def save(ckpt_dir, cfg: LlamaConfig, params: dict, *, step: int = 0, tokenizer: str | pathlib.Path | None = None,
+         extra_meta: dict | None = None) -> pathlib.Path:
+    """Write params (+ meta, + tokenizer.model) as step `step` of DIR and wait until it is committed."""
+    ckpt_dir = pathlib.Path(ckpt_dir).resolve()
+    with manager(ckpt_dir) as mgr:
+        mgr.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            meta=ocp.args.JsonSave(meta_dict(cfg, step, **(extra_meta or {}))),
+        ))
+        mgr.wait_until_finished()
+    if tokenizer is not None:
+        shutil.copyfile(tokenizer, ckpt_dir / TOKENIZER_FILE)
+    return ckpt_dir
+
+
+def _check_dir(ckpt_dir: pathlib.Path) -> None:
+    if not ckpt_dir.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {ckpt_dir} does not exist (make one with `xfer convert hf-to-orbax`)")
+
+
+def latest_step(ckpt_dir) -> int:
+    ckpt_dir = pathlib.Path(ckpt_dir).resolve()
+    _check_dir(ckpt_dir)
+    with manager(ckpt_dir, read_only=True) as mgr:
+        step = mgr.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{ckpt_dir} holds no complete checkpoint step (an interrupted save is never used)")
+    return step
+
+
+def read_meta(ckpt_dir, step: int | None = None) -> dict:
+    ckpt_dir = pathlib.Path(ckpt_dir).resolve()
+    step = latest_step(ckpt_dir) if step is None else step
+    meta_file = ckpt_dir / str(step) / "meta" / "metadata"
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{meta_file} is missing: {ckpt_dir} step {step} is not an xfer_jax checkpoint")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_file}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    return meta
+
+
+def tokenizer_path(ckpt_dir) -> pathlib.Path | None:
+    path = pathlib.Path(ckpt_dir).resolve() / TOKENIZER_FILE
+    return path if path.exists() else None
+
+
+def load_params(ckpt_dir, *, step: int | None = None, shardings: dict | None = None,
+                **run_overrides) -> tuple[LlamaConfig, dict]:
+    """(config, params) from DIR. `shardings` places each array (any mesh); without it, arrays land on host
+    memory as numpy. `run_overrides` changes how the model runs (dtype, remat, attention), never its shape;
+    `param_dtype` given here casts the stored arrays on restore."""
+    ckpt_dir = pathlib.Path(ckpt_dir).resolve()
+    step = latest_step(ckpt_dir) if step is None else step
+    meta = read_meta(ckpt_dir, step)
+    cfg = LlamaConfig.from_dict(meta["model"]).replace(**run_overrides)
+    abstract = model_params.abstract_params(cfg)
+    stored = _stored_shapes(ckpt_dir, step)
+    _check_shapes(ckpt_dir, step, abstract, stored)
+    if shardings is None:
+        target = jax.tree.map(lambda a: np.empty(a.shape, a.dtype), abstract)
+        args = ocp.args.PyTreeRestore(target, restore_args=jax.tree.map(
+            lambda a: ocp.RestoreArgs(restore_type=np.ndarray, dtype=a.dtype), abstract))
+    else:
+        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+        args = ocp.args.StandardRestore(target)
+    with manager(ckpt_dir, read_only=True) as mgr:
+        restored = mgr.restore(step, args=ocp.args.Composite(params=args))
+    return cfg, restored["params"]
+
+
+def _stored_shapes(ckpt_dir: pathlib.Path, step: int) -> dict:
+    item = ckpt_dir / str(step) / "params"
+    if not item.is_dir():
+        raise FileNotFoundError(f"{ckpt_dir} step {step} has no `params` item ({item} is missing)")
+    tree = ocp.StandardCheckpointer().metadata(item).item_metadata
+    return jax.tree.map(lambda m: tuple(m.shape), dict(tree))
+
+
+def _check_shapes(ckpt_dir, step, abstract: dict, stored: dict) -> None:
+    """Name every parameter whose stored shape differs from what the config says, before restoring."""
+    flat_want = dict(jax.tree_util.tree_flatten_with_path(abstract)[0])
+    flat_have = dict(jax.tree_util.tree_flatten_with_path(stored, is_leaf=lambda x: isinstance(x, tuple))[0])
+    name = jax.tree_util.keystr
+    want = {name(k): v.shape for k, v in flat_want.items()}
+    have = {name(k): v for k, v in flat_have.items()}
+    problems = [f"missing {k} (expected shape {want[k]})" for k in sorted(set(want) - set(have))]
+    problems += [f"unexpected {k} (shape {have[k]})" for k in sorted(set(have) - set(want))]
+    problems += [f"{k}: stored shape {have[k]}, config expects {want[k]}"
+                 for k in sorted(set(want) & set(have)) if tuple(have[k]) != tuple(want[k])]
+    if problems:
+        raise ValueError(f"checkpoint {ckpt_dir} step {step} does not match its model config:\n  " + "\n  ".join(problems))

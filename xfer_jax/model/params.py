@@ -1,0 +1,52 @@
+"""The model as data: parameters are a plain nested dict of arrays, the same tree the checkpoint stores.
+
+`Llama` (NNX) defines the computation; these helpers split it into a cached graph definition plus a
+`params` dict, so training, conversion and evaluation pass around pure pytrees and call `apply`.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from xfer_jax.model.config import LlamaConfig
+from xfer_jax.model.llama import Llama
+
+
+@functools.lru_cache(maxsize=32)
+def _split_abstract(cfg: LlamaConfig):
+    model = nnx.eval_shape(lambda: Llama(cfg, rngs=nnx.Rngs(0)))
+    return nnx.split(model)
+
+
+def logical_axes(cfg: LlamaConfig) -> dict:
+    """Nested dict of logical axis-name tuples, one per parameter."""
+    _, state = _split_abstract(cfg)
+    return nnx.to_pure_dict(
+        jax.tree.map(lambda v: v.replace(v.get_metadata()["logical_axes"]), state,
+                     is_leaf=lambda x: isinstance(x, nnx.Variable))
+    )
+
+
+def abstract_params(cfg: LlamaConfig) -> dict:
+    """Nested dict of ShapeDtypeStruct, one per parameter (no memory allocated)."""
+    _, state = _split_abstract(cfg)
+    return nnx.to_pure_dict(state)
+
+
+def init_params(cfg: LlamaConfig, seed: int = 0) -> dict:
+    """Random parameters as HF initialises them (normal(initializer_range), norms at 1)."""
+    return nnx.to_pure_dict(nnx.state(Llama(cfg, rngs=nnx.Rngs(seed)), nnx.Param))
+
+
+def bind(cfg: LlamaConfig, params: dict) -> Llama:
+    """A `Llama` whose parameters are `params` (works under jit: no copies, no initialisation)."""
+    graphdef, state = _split_abstract(cfg)
+    state = jax.tree.map(lambda x: x, state)  # a fresh State to fill, the cached one stays abstract
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state)
+
+
+def apply(cfg: LlamaConfig, params: dict, tokens, positions=None, segment_ids=None) -> jax.Array:
+    """logits [B, T, V] fp32 for token ids [B, T]."""
+    return bind(cfg, params)(jnp.asarray(tokens), positions, segment_ids)

@@ -1,0 +1,22 @@
+"""Parameter shardings from the logical-axis rules, and parameters created or placed with them."""
+import jax
+
+from xfer_jax.model.config import LlamaConfig
+from xfer_jax.model import params as model_params
+from xfer_jax.parallel.rules import Rules, named_shardings
+
+
+def param_shardings(cfg: LlamaConfig, mesh: jax.sharding.Mesh, rules: Rules | None = None) -> dict:
+    """NamedSharding for every parameter, decided by `rules` (the config's table)."""
+    return named_shardings(model_params.logical_axes(cfg), model_params.abstract_params(cfg), mesh, rules)
+
+
+def init_sharded(cfg: LlamaConfig, mesh: jax.sharding.Mesh, seed: int = 0, rules: Rules | None = None) -> dict:
+    """Random parameters created directly in their shards (never whole on one device)."""
+    shardings = param_shardings(cfg, mesh, rules)
+    return jax.jit(lambda: model_params.init_params(cfg, seed), out_shardings=shardings)()
+
+
+def place(params: dict, shardings: dict) -> dict:
+    """Move host or device parameters into the given shardings."""
+    return jax.tree.map(jax.device_put, params, shardings)
