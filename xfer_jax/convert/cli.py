@@ -1,0 +1,43 @@
+"""`xfer convert hf-to-orbax --hf_dir DIR --out DIR` and `xfer convert orbax-to-hf --ckpt DIR --out DIR`."""
+import argparse
+import sys
+
+from xfer_jax.convert import hf
+
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, ImportError)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xfer convert", description=__doc__)
+    sub = p.add_subparsers(dest="direction", required=True)
+    a = sub.add_parser("hf-to-orbax", help="import a Hugging Face LLaMA directory")
+    a.add_argument("--hf_dir", required=True, help="directory with config.json and *.safetensors or pytorch_model*.bin")
+    a.add_argument("--out", required=True, help="checkpoint directory to create")
+    a.add_argument("--param_dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="store parameters in this dtype (default: keep the file's dtype, lossless)")
+    b = sub.add_parser("orbax-to-hf", help="export a checkpoint as a Hugging Face directory")
+    b.add_argument("--ckpt", required=True, help="xfer_jax checkpoint directory")
+    b.add_argument("--out", required=True, help="HF directory to write")
+    b.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    b.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="dtype of the exported weights (default: the checkpoint's)")
+    b.add_argument("--max_shard_gb", type=float, default=5.0, help="largest safetensors shard, in GB")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.direction == "hf-to-orbax":
+            hf.hf_to_orbax(args.hf_dir, args.out, param_dtype=args.param_dtype)
+        else:
+            hf.orbax_to_hf(args.ckpt, args.out, dtype=args.dtype, step=args.step,
+                           max_shard_bytes=int(args.max_shard_gb * 1e9))
+    except USER_ERRORS as e:
+        print(f"xfer convert: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

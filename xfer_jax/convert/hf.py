@@ -1,0 +1,316 @@
+"""Hugging Face LLaMA directories ⇄ xfer_jax checkpoints, tensor by tensor.
+
+HF stores each linear layer as [out, in] per layer; we store [in, ..., out] with all layers stacked
+(`xfer_jax.model.llama.layer_param_specs`). The table below says, for every parameter, which HF tensor
+it is and how many leading axes of ours are the matmul's input; the transform is then a transpose plus a
+reshape, the same rule both ways. RoPE needs no permutation: our q/k keep HF's rotate-half layout.
+
+Host memory holds at most one copy of the model: reading maps the source files and fills one stacked array
+at a time; writing produces one HF tensor at a time straight into its shard file.
+"""
+import json
+import math
+import pathlib
+import shutil
+import time
+
+import jax.numpy as jnp
+import numpy as np
+
+from xfer_jax import checkpoint
+from xfer_jax.convert.safetensors_io import SafetensorsFile, write_shard
+from xfer_jax.model import params as model_params
+from xfer_jax.model.config import LlamaConfig
+
+# our name -> (HF name, number of our leading axes that are the matmul input; None = same layout)
+TOP_LEVEL = {
+    "embed_tokens": ("model.embed_tokens.weight", None),
+    "norm": ("model.norm.weight", None),
+    "lm_head": ("lm_head.weight", 1),
+}
+PER_LAYER = {
+    "input_layernorm": ("input_layernorm.weight", None),
+    "q_proj": ("self_attn.q_proj.weight", 1),
+    "k_proj": ("self_attn.k_proj.weight", 1),
+    "v_proj": ("self_attn.v_proj.weight", 1),
+    "o_proj": ("self_attn.o_proj.weight", 2),
+    "post_attention_layernorm": ("post_attention_layernorm.weight", None),
+    "gate_proj": ("mlp.gate_proj.weight", 1),
+    "up_proj": ("mlp.up_proj.weight", 1),
+    "down_proj": ("mlp.down_proj.weight", 1),
+}
+# Buffers some exporters save that carry no parameters.
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
+
+
+def hf_shape(ours: tuple[int, ...], n_in: int | None) -> tuple[int, ...]:
+    return ours if n_in is None else (math.prod(ours[n_in:]), math.prod(ours[:n_in]))
+
+
+def to_ours(hf: np.ndarray, ours_shape: tuple[int, ...], n_in: int | None) -> np.ndarray:
+    return hf if n_in is None else hf.T.reshape(ours_shape)
+
+
+def to_hf(ours: np.ndarray, n_in: int | None) -> np.ndarray:
+    return ours if n_in is None else ours.reshape(math.prod(ours.shape[:n_in]), -1).T
+
+
+def tensor_plan(cfg: LlamaConfig) -> list[tuple[str, tuple, tuple[int, ...], int | None]]:
+    """Every HF tensor in HF order: (HF name, our path, our per-tensor shape, n_in).
+
+    Our path is ("layers", name, i) for layer i of a stacked parameter, else (name,).
+    """
+    abstract = model_params.abstract_params(cfg)
+    plan = [("model.embed_tokens.weight", ("embed_tokens",), abstract["embed_tokens"].shape, None)]
+    for i in range(cfg.num_layers):
+        for name, (suffix, n_in) in PER_LAYER.items():
+            plan.append((f"model.layers.{i}.{suffix}", ("layers", name, i), abstract["layers"][name].shape[1:], n_in))
+    plan.append(("model.norm.weight", ("norm",), abstract["norm"].shape, None))
+    if not cfg.tie_word_embeddings:
+        plan.append(("lm_head.weight", ("lm_head",), abstract["lm_head"].shape, 1))
+    return plan
+
+
+class HFWeights:
+    """All tensors of an HF directory, whichever files hold them: safetensors (single or indexed) or
+    pytorch_model*.bin (needs torch). `get(name)` returns a numpy array without loading other tensors."""
+
+    def __init__(self, hf_dir: pathlib.Path):
+        self.dir = hf_dir
+        self._where: dict[str, pathlib.Path] = {}
+        self._open: dict[pathlib.Path, object] = {}
+        st_index, bin_index = hf_dir / "model.safetensors.index.json", hf_dir / "pytorch_model.bin.index.json"
+        if st_index.exists() or bin_index.exists():
+            index = st_index if st_index.exists() else bin_index
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise ValueError(f"{index}: not a valid weight index ({e}); expected a JSON object with 'weight_map'") from e
+            for name, file in weight_map.items():
+                self._where[name] = hf_dir / file
+            for file in set(self._where.values()):
+                if not file.exists():
+                    raise FileNotFoundError(f"{index} lists {file.name}, which is missing from {hf_dir}")
+        else:
+            files = sorted(hf_dir.glob("*.safetensors")) or sorted(hf_dir.glob("pytorch_model*.bin"))
+            if not files:
+                raise FileNotFoundError(f"{hf_dir} holds no model.safetensors, *.safetensors or pytorch_model*.bin")
+            for file in files:
+                for name in self._file(file).names():
+                    self._where[name] = file
+        for file in sorted(set(self._where.values())):  # validate every file up front (truncation, dtypes)
+            self._file(file)
+
+    def _file(self, path: pathlib.Path):
+        if path not in self._open:
+            self._open[path] = SafetensorsFile(path) if path.suffix == ".safetensors" else _TorchBinFile(path)
+        return self._open[path]
+
+    def names(self) -> set[str]:
+        return set(self._where)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._file(self._where[name]).shape(name)
+
+    def get(self, name: str) -> np.ndarray:
+        file = self._where[name]
+        f = self._file(file)
+        if name not in f.names():
+            raise KeyError(f"{file}: the index says it holds {name}, but it does not")
+        return f.get(name)
+
+
+class _TorchBinFile:
+    """A pytorch_model*.bin state dict, memory-mapped through torch (only when torch is installed)."""
+
+    def __init__(self, path: pathlib.Path):
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError(f"{path}: reading pytorch_model*.bin needs torch (pip install 'xfer_jax[test]'); "
+                              f"or convert the directory to safetensors") from e
+        try:
+            self._sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except Exception as e:  # torch raises many types for corrupt archives
+            raise ValueError(f"{path}: cannot read PyTorch weights ({e}); the file may be truncated") from e
+
+    def names(self) -> list[str]:
+        return list(self._sd)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._sd[name].shape)
+
+    def get(self, name: str) -> np.ndarray:
+        import ml_dtypes
+        import torch
+
+        t = self._sd[name]
+        if t.dtype == torch.bfloat16:
+            return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        return t.numpy()
+
+
+def read_hf_config(hf_dir: pathlib.Path, **run) -> LlamaConfig:
+    path = hf_dir / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: an HF model directory needs config.json to decide the shape")
+    try:
+        hf = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e})") from e
+    return LlamaConfig.from_hf(hf, source=str(path), **run)
+
+
+def check_tensors(weights: HFWeights, cfg: LlamaConfig, plan) -> None:
+    """Every expected tensor present with the shape config.json implies, and nothing unexplained."""
+    expected = {hf_name: hf_shape(shape, n_in) for hf_name, _, shape, n_in in plan}
+    present = {n for n in weights.names() if not n.endswith(IGNORED_SUFFIXES)}
+    if cfg.tie_word_embeddings:
+        present.discard("lm_head.weight")  # some exporters save the tied copy
+    missing = sorted(set(expected) - present, key=_natural)
+    extra = sorted(present - set(expected), key=_natural)
+    if missing:
+        raise ValueError(f"{weights.dir}: {len(missing)} tensor(s) missing, e.g. {missing[:5]}; "
+                         f"config.json says num_hidden_layers={cfg.num_layers}, tie_word_embeddings={cfg.tie_word_embeddings}")
+    if extra:
+        raise ValueError(f"{weights.dir}: {len(extra)} unexpected tensor(s), e.g. {extra[:5]}; "
+                         f"is this a LlamaForCausalLM with {cfg.num_layers} layers?")
+    for name, want in expected.items():
+        have = weights.shape(name)
+        if have != want:
+            raise ValueError(
+                f"{weights.dir}: tensor {name} has shape {have}, but config.json implies {want} "
+                f"(hidden_size={cfg.hidden_size}, intermediate_size={cfg.intermediate_size}, "
+                f"num_attention_heads={cfg.num_heads}, num_key_value_heads={cfg.num_kv_heads}, vocab_size={cfg.vocab_size})"
+            )
+
+
+def _natural(name: str):
+    return [int(p) if p.isdigit() else p for p in name.split(".")]
+
+
+def hf_to_orbax(hf_dir, out_dir, *, param_dtype: str | None = None, log=print) -> pathlib.Path:
+    """Import an HF LLaMA directory as step 0 of an xfer_jax checkpoint (tokenizer.model carried).
+
+    `param_dtype` None keeps the file's dtype (lossless); "float32" upcasts for training.
+    """
+    hf_dir = pathlib.Path(hf_dir)
+    cfg = read_hf_config(hf_dir)
+    weights = HFWeights(hf_dir)
+    plan = tensor_plan(cfg)
+    check_tensors(weights, cfg, plan)
+    file_dtype = np.dtype(weights.get("model.embed_tokens.weight").dtype)
+    cfg = cfg.replace(param_dtype=param_dtype or file_dtype.name)
+    dtype = np_dtype(cfg.param_dtype)
+    abstract = model_params.abstract_params(cfg)
+    params = {k: (np.empty(v.shape, dtype) if not isinstance(v, dict) else {n: np.empty(a.shape, dtype) for n, a in v.items()})
+              for k, v in abstract.items()}
+    start = time.time()
+    for i, (hf_name, path, shape, n_in) in enumerate(plan):
+        value = to_ours(weights.get(hf_name), shape, n_in).astype(dtype, copy=False)
+        if path[0] == "layers":
+            params["layers"][path[1]][path[2]] = value
+        else:
+            params[path[0]][...] = value
+        _progress(log, i + 1, len(plan), start, hf_name)
+    tokenizer = hf_dir / "tokenizer.model"
+    out = checkpoint.save(out_dir, cfg, params, tokenizer=tokenizer if tokenizer.exists() else None,
+                          extra_meta={"source": str(hf_dir.resolve())})
+    log(f"wrote {out} ({cfg.num_params():,} parameters, {cfg.param_dtype})"
+        + ("" if tokenizer.exists() else f"; note: {hf_dir} has no tokenizer.model"))
+    return out
+
+
+def np_dtype(name: str) -> np.dtype:
+    """numpy dtype for a name, bfloat16 included (through ml_dtypes, as jax registers it)."""
+    return np.dtype(jnp.dtype(name))
+
+
+def _progress(log, done: int, total: int, start: float, name: str, unit: str = "tensors") -> None:
+    if done == total or done % max(1, total // 10) == 0:
+        elapsed = time.time() - start
+        eta = elapsed / done * (total - done)
+        log(f"  {done}/{total} {unit} ({name}) {elapsed:.1f}s elapsed, ETA {eta:.1f}s")
+
+
+def orbax_to_hf(ckpt_dir, out_dir, *, dtype: str | None = None, step: int | None = None,
+                max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, log=print) -> pathlib.Path:
+    """Export an xfer_jax checkpoint as an HF directory that transformers loads (weights, config, tokenizer)."""
+    cfg, params = checkpoint.load_params(ckpt_dir, step=step)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    out_dtype = np.dtype(params["embed_tokens"].dtype) if dtype is None else np_dtype(dtype)
+    plan = tensor_plan(cfg)
+    by_name = {hf_name: (path, n_in) for hf_name, path, _, n_in in plan}
+    specs = [(hf_name, hf_shape(shape, n_in), out_dtype) for hf_name, _, shape, n_in in plan]
+    shards = _pack(specs, max_shard_bytes)
+
+    def produce(hf_name):
+        path, n_in = by_name[hf_name]
+        value = params["layers"][path[1]][path[2]] if path[0] == "layers" else params[path[0]]
+        return to_hf(value, n_in)
+
+    weight_map, total = {}, 0
+    start = time.time()
+    for k, shard in enumerate(shards):
+        name = "model.safetensors" if len(shards) == 1 else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        total += write_shard(out / name, shard, produce)
+        weight_map.update({spec[0]: name for spec in shard})
+        _progress(log, k + 1, len(shards), start, name, "shards")
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    hf_config = cfg.to_hf()
+    hf_config["torch_dtype"] = out_dtype.name
+    (out / "config.json").write_text(json.dumps(hf_config, indent=2))
+    generation = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
+    if cfg.pad_token_id is not None:
+        generation["pad_token_id"] = cfg.pad_token_id
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=2))
+    tokenizer = checkpoint.tokenizer_path(ckpt_dir)
+    if tokenizer is not None:
+        write_tokenizer_files(tokenizer, out, cfg.max_position_embeddings)
+    log(f"wrote {out}: {len(shards)} shard(s), {total / 1e9:.3f} GB, {out_dtype.name}"
+        + ("" if tokenizer else "; no tokenizer.model in the checkpoint, so no tokenizer files"))
+    return out
+
+
+def _pack(specs, max_bytes: int) -> list[list]:
+    """Group tensors in order into shards of at most `max_bytes` (a single larger tensor gets its own shard)."""
+    shards, current, size = [], [], 0
+    for spec in specs:
+        nbytes = math.prod(spec[1]) * spec[2].itemsize
+        if current and size + nbytes > max_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.append(spec)
+        size += nbytes
+    if current:
+        shards.append(current)
+    return shards
+
+
+def write_tokenizer_files(tokenizer_model: pathlib.Path, out: pathlib.Path, max_length: int) -> None:
+    """tokenizer.model plus the JSON files that make AutoTokenizer build a LlamaTokenizer from it."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    piece = lambda i: sp.id_to_piece(i) if 0 <= i < sp.get_piece_size() else None  # noqa: E731
+    special = {"bos_token": piece(sp.bos_id()), "eos_token": piece(sp.eos_id()), "unk_token": piece(sp.unk_id())}
+    if sp.pad_id() >= 0:
+        special["pad_token"] = piece(sp.pad_id())
+    special = {k: v for k, v in special.items() if v is not None}
+    shutil.copyfile(tokenizer_model, out / "tokenizer.model")
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "legacy": True,
+        "model_max_length": max_length,
+        "clean_up_tokenization_spaces": False,
+        "sp_model_kwargs": {},
+        **special,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
