@@ -43,10 +43,15 @@ def meta_dict(cfg: LlamaConfig, step: int, **extra) -> dict:
 
 
 def save(ckpt_dir, cfg: LlamaConfig, params: dict, *, step: int = 0, tokenizer: str | pathlib.Path | None = None,
-         extra_meta: dict | None = None) -> pathlib.Path:
-    """Write params (+ meta, + tokenizer.model) as step `step` of DIR and wait until it is committed."""
+         extra_meta: dict | None = None, overwrite: bool = False) -> pathlib.Path:
+    """Write params (+ meta, + tokenizer.model) as step `step` of DIR and wait until it is committed.
+
+    An existing step is replaced only with `overwrite`; otherwise it is an error, never a silent skip."""
     ckpt_dir = pathlib.Path(ckpt_dir).resolve()
+    check_writable(ckpt_dir, step, overwrite)
     with manager(ckpt_dir) as mgr:
+        if step in mgr.all_steps():
+            mgr.delete(step)
         mgr.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(params),
             meta=ocp.args.JsonSave(meta_dict(cfg, step, **(extra_meta or {}))),
@@ -55,6 +60,12 @@ def save(ckpt_dir, cfg: LlamaConfig, params: dict, *, step: int = 0, tokenizer: 
     if tokenizer is not None:
         shutil.copyfile(tokenizer, ckpt_dir / TOKENIZER_FILE)
     return ckpt_dir
+
+
+def check_writable(ckpt_dir, step: int, overwrite: bool) -> None:
+    """Fail before any work if DIR already holds `step` and we may not replace it."""
+    if not overwrite and (pathlib.Path(ckpt_dir) / str(step) / "meta").exists():
+        raise FileExistsError(f"{ckpt_dir} already holds step {step}; choose another output directory or pass --overwrite")
 
 
 def _check_dir(ckpt_dir: pathlib.Path) -> None:

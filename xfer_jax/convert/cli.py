@@ -4,7 +4,7 @@ import sys
 
 from xfer_jax.convert import hf
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, ImportError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, help="checkpoint directory to create")
     a.add_argument("--param_dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="store parameters in this dtype (default: keep the file's dtype, lossless)")
+    a.add_argument("--overwrite", action="store_true", help="replace step 0 if --out already holds one")
     b = sub.add_parser("orbax-to-hf", help="export a checkpoint as a Hugging Face directory")
     b.add_argument("--ckpt", required=True, help="xfer_jax checkpoint directory")
     b.add_argument("--out", required=True, help="HF directory to write")
@@ -29,7 +30,7 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         if args.direction == "hf-to-orbax":
-            hf.hf_to_orbax(args.hf_dir, args.out, param_dtype=args.param_dtype)
+            hf.hf_to_orbax(args.hf_dir, args.out, param_dtype=args.param_dtype, overwrite=args.overwrite)
         else:
             hf.orbax_to_hf(args.ckpt, args.out, dtype=args.dtype, step=args.step,
                            max_shard_bytes=int(args.max_shard_gb * 1e9))

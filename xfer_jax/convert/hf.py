@@ -190,12 +190,13 @@ def _natural(name: str):
     return [int(p) if p.isdigit() else p for p in name.split(".")]
 
 
-def hf_to_orbax(hf_dir, out_dir, *, param_dtype: str | None = None, log=print) -> pathlib.Path:
+def hf_to_orbax(hf_dir, out_dir, *, param_dtype: str | None = None, overwrite: bool = False, log=print) -> pathlib.Path:
     """Import an HF LLaMA directory as step 0 of an xfer_jax checkpoint (tokenizer.model carried).
 
     `param_dtype` None keeps the file's dtype (lossless); "float32" upcasts for training.
     """
     hf_dir = pathlib.Path(hf_dir)
+    checkpoint.check_writable(out_dir, 0, overwrite)
     cfg = read_hf_config(hf_dir)
     weights = HFWeights(hf_dir)
     plan = tensor_plan(cfg)
@@ -216,7 +217,7 @@ def hf_to_orbax(hf_dir, out_dir, *, param_dtype: str | None = None, log=print) -
         _progress(log, i + 1, len(plan), start, hf_name)
     tokenizer = hf_dir / "tokenizer.model"
     out = checkpoint.save(out_dir, cfg, params, tokenizer=tokenizer if tokenizer.exists() else None,
-                          extra_meta={"source": str(hf_dir.resolve())})
+                          extra_meta={"source": str(hf_dir.resolve())}, overwrite=overwrite)
     log(f"wrote {out} ({cfg.num_params():,} parameters, {cfg.param_dtype})"
         + ("" if tokenizer.exists() else f"; note: {hf_dir} has no tokenizer.model"))
     return out

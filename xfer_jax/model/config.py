@@ -128,7 +128,10 @@ class LlamaConfig:
                 kw[key] = kw[key][0]
         head_dim = hf.get("head_dim")
         if head_dim is not None and head_dim * hf["num_attention_heads"] != hf["hidden_size"]:
-            raise ValueError(f"{source}: head_dim={head_dim} × heads != hidden_size; not supported")
+            raise ValueError(
+                f"{source}: head_dim={head_dim} × num_attention_heads={hf['num_attention_heads']} != "
+                f"hidden_size={hf['hidden_size']}; LLaMA-1/2 need head_dim = hidden_size / num_attention_heads"
+            )
         return cls(**kw, **run)
 
     def to_hf(self) -> dict[str, Any]:
