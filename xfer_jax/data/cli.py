@@ -1,0 +1,95 @@
+"""`xfer data <command>`: `tokenize` (pre-tokenise sources into ArrayRecord shards) and `fetch` (corpora).
+
+  xfer data tokenize --out DIR --config configs/x.py[:arg]      sources and tokenizer from config.data
+  xfer data tokenize --out DIR --tokenizer tok.model --source lang=zh,path='zh/*.txt',format=text ...
+  xfer data fetch ...                                           see xfer_jax/data/fetch.py
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import json
+import sys
+
+from xfer_jax.data.sources import SourceSpec, specs_from_config
+
+CASTS = {"float": float, "int": int}
+
+
+def load_config(spec: str):
+    """`path.py[:arg]` → its get_config(arg); the `data` section when the config has one."""
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("xfer_data_config", path)
+    if module_spec is None:
+        raise FileNotFoundError(f"--config {path}: not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+    return config.data if "data" in config else config
+
+
+def parse_source(text: str) -> dict:
+    """`lang=zh,path=a/*.txt,format=text,weight=0.7` → a source dict (values cast to SourceSpec's types)."""
+    types = {field.name: field.type for field in dataclasses.fields(SourceSpec)}
+    entry = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise argparse.ArgumentTypeError(f"--source {text!r}: {item!r} is not key=value with key in {sorted(types)}")
+        entry[key] = CASTS.get(types[key], str)(value)
+    return entry
+
+
+def tokenize_main(argv: list[str]) -> int:
+    from xfer_jax.data.tokenize import tokenize_sources
+    from xfer_jax.data.tokenizer import Tokenizer
+
+    parser = argparse.ArgumentParser(prog="xfer data tokenize", description="pre-tokenise sources into ArrayRecord shards")
+    parser.add_argument("--out", required=True, help="output directory (one sub-directory per language)")
+    parser.add_argument("--config", help="config file path.py[:arg]; uses its data.sources and data.tokenizer")
+    parser.add_argument("--tokenizer", help="sentencepiece .model (overrides the config's)")
+    parser.add_argument("--source", action="append", type=parse_source, default=[],
+                        help="lang=..,path=..,format=..,text_field=.. (repeatable; replaces the config's sources)")
+    parser.add_argument("--no-bos", action="store_true", help="do not prepend BOS to each document")
+    parser.add_argument("--no-eos", action="store_true", help="do not append EOS to each document")
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad record instead of skipping it")
+    parser.add_argument("--threads", type=int, default=1, help="sentencepiece encoding threads")
+    parser.add_argument("--shard-tokens", type=int, default=50_000_000, help="tokens per output shard")
+    args = parser.parse_args(argv)
+
+    data_cfg = load_config(args.config) if args.config else None
+    sources = args.source or (list(data_cfg.sources) if data_cfg else [])
+    tokenizer_path = args.tokenizer or (data_cfg.tokenizer if data_cfg else "")
+    if not sources or not tokenizer_path:
+        parser.error("need sources and a tokenizer: --config, or --tokenizer with one or more --source")
+    stats = tokenize_sources(
+        specs_from_config(sources, "--source" if args.source else "data.sources"),
+        Tokenizer.load(tokenizer_path),
+        args.out,
+        bos=not args.no_bos,
+        eos=not args.no_eos,
+        strict=args.strict or bool(data_cfg and data_cfg.get("strict")),
+        shard_tokens=args.shard_tokens,
+        threads=args.threads,
+    )
+    print(json.dumps(stats["languages"], indent=2))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "tokenize":
+        return tokenize_main(rest)
+    if command == "fetch":
+        return importlib.import_module("xfer_jax.data.fetch").main(rest)
+    print(f"xfer data: unknown command {command!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

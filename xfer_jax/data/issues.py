@@ -1,0 +1,79 @@
+"""A tally of bad input: unreadable files, invalid UTF-8, malformed JSON, missing fields, empty documents,
+conversations whose turns do not alternate, prompts that cannot fit a row.
+
+Every record the pipeline refuses passes through `InputIssues.report`: in strict mode that raises a
+`BadInputError` naming the file and line; otherwise the record is skipped, counted by kind, and the first
+few locations of each kind are kept for the warning summary. Nothing is dropped silently: `metrics()` is a
+flat dict the trainer can log, `summary()` the human-readable account.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+
+log = logging.getLogger(__name__)
+
+KINDS = (
+    "unreadable_file",
+    "invalid_utf8",
+    "malformed_json",
+    "missing_field",
+    "empty_document",
+    "bad_conversation",
+    "prompt_too_long",
+)
+EXAMPLES_PER_KIND = 5
+
+
+class BadInputError(ValueError):
+    """Raised in strict mode on the first bad record; the message names file, line and reason."""
+
+
+class BadRecord(ValueError):
+    """Raised by record parsers; `kind` is one of KINDS, the message says what is wrong."""
+
+    def __init__(self, kind: str, detail: str):
+        assert kind in KINDS, kind
+        super().__init__(detail)
+        self.kind = kind
+
+
+class InputIssues:
+    def __init__(self, strict: bool = False):
+        self.strict = strict
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.examples: dict[str, list[str]] = collections.defaultdict(list)
+
+    def report(self, kind: str, where: str, detail: str) -> None:
+        assert kind in KINDS, kind
+        message = f"{where}: {kind.replace('_', ' ')}: {detail}"
+        if self.strict:
+            raise BadInputError(f"{message} (strict mode; set data.strict=False to skip and count bad input)")
+        self.counts[kind] += 1
+        if len(self.examples[kind]) < EXAMPLES_PER_KIND:
+            self.examples[kind].append(message)
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def metrics(self) -> dict[str, int]:
+        """Skipped-input counts by kind (every kind present, zeros included) and in total."""
+        out = {f"data/skipped/{kind}": self.counts[kind] for kind in KINDS}
+        out["data/skipped/total"] = self.total()
+        return out
+
+    def summary(self) -> str:
+        if not self.total():
+            return "no bad input"
+        lines = [f"skipped {self.total()} bad input record(s):"]
+        for kind in KINDS:
+            if self.counts[kind]:
+                lines.append(f"  {kind}: {self.counts[kind]}")
+                lines += [f"    {example}" for example in self.examples[kind]]
+                if self.counts[kind] > len(self.examples[kind]):
+                    lines.append(f"    ... and {self.counts[kind] - len(self.examples[kind])} more")
+        return "\n".join(lines)
+
+    def warn(self) -> None:
+        if self.total():
+            log.warning(self.summary())
