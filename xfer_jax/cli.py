@@ -9,6 +9,7 @@ import sys
 VERBS = {
     "convert": ("xfer_jax.convert.cli", "HF <-> Orbax checkpoint conversion"),
     "data": ("xfer_jax.data.cli", "fetch corpora, tokenise sources into ArrayRecord shards"),
+    "train": ("xfer_jax.train.cli", "further pretraining / training on any mesh (ml_collections config)"),
     "parity": ("xfer_jax.convert.parity", "random tiny LLaMA -> HF export -> transformers logit parity"),
 }
 

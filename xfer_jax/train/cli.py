@@ -1,0 +1,39 @@
+"""`xfer train --config configs/<stage>.py[:arg] [--config.key=value ...]`."""
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from xfer_jax.parallel.launch import maybe_initialize_distributed
+
+
+def main(argv: list[str]) -> int:
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "stage config file (configs/*.py)", flag_values=flag_values,
+                                    lock_config=True)
+    try:
+        flag_values(["xfer train", *argv])
+    except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+        print(f"xfer train: config error: {e}", file=sys.stderr)
+        return 2
+    if flag_values.config is None:
+        print("xfer train: --config is required (e.g. --config configs/pretrain.py)", file=sys.stderr)
+        return 2
+    maybe_initialize_distributed()
+    from xfer_jax.train.loop import Interrupted, train
+
+    try:
+        summary = train(flag_values.config)
+    except Interrupted as e:
+        print(f"xfer train: {e}", file=sys.stderr)
+        return e.exit_code
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"xfer train: error: {e}", file=sys.stderr)
+        return 1
+    print(f"xfer train: done at step {summary['step']} (loss {summary.get('loss', float('nan')):.4f}, "
+          f"{summary['skipped']} skipped updates)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,82 @@
+"""Throughput, MFU and memory figures, and where metrics go (JSONL, TensorBoard, the terminal).
+
+MFU convention (PaLM/MaxText, see DESIGN.md): model FLOPs per token = 6·N_matmul + 12·L·D·S, with N_matmul
+the parameters excluding the input embedding and S the sequence length; no causal halving of attention.
+MFU = achieved FLOP/s per device / the device's peak dense bf16 FLOP/s.
+"""
+import json
+import pathlib
+import resource
+
+import jax
+
+from xfer_jax.model.config import LlamaConfig
+
+# Peak dense bf16 FLOP/s per chip, by a substring of jax's device_kind.
+PEAK_FLOPS = (
+    ("H200", 989e12), ("H100", 989e12), ("A100", 312e12),
+    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v4", 275e12),
+)
+
+
+def peak_flops(device: jax.Device | None = None) -> float | None:
+    kind = (device or jax.devices()[0]).device_kind
+    for name, flops in PEAK_FLOPS:
+        if name.lower() in kind.lower():
+            return flops
+    return None
+
+
+def throughput(cfg: LlamaConfig, seq_len: int, tokens: float, seconds: float, num_devices: int) -> dict:
+    """tokens/s (total and per device), TFLOP/s per device and MFU (None where the peak is unknown, e.g. CPU)."""
+    tok_s = tokens / max(seconds, 1e-9)
+    per_device = tok_s / num_devices
+    flops = per_device * cfg.flops_per_token(seq_len)
+    peak = peak_flops()
+    return {"tokens_per_s": tok_s, "tokens_per_s_per_device": per_device, "tflops_per_device": flops / 1e12,
+            "mfu": None if peak is None else flops / peak}
+
+
+def memory_gb() -> dict:
+    """Accelerator memory in use / peak (first local device) where the backend reports it, else host RSS."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "bytes_in_use" in stats:
+        return {"mem_gb": stats["bytes_in_use"] / 1e9, "peak_mem_gb": stats.get("peak_bytes_in_use", 0) / 1e9}
+    return {"host_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+
+
+class MetricWriter:
+    """Appends one JSON object per record to metrics.jsonl and mirrors scalars to TensorBoard (process 0)."""
+
+    def __init__(self, out_dir: pathlib.Path):
+        self.enabled = jax.process_index() == 0
+        if not self.enabled:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
+        from tensorboardX import SummaryWriter
+
+        self._tb = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def write(self, step: int, record: dict) -> None:
+        if not self.enabled:
+            return
+        self._jsonl.write(json.dumps({"step": step, **record}) + "\n")
+        self._jsonl.flush()
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            self._tb.close()
+
+
+def format_line(step: int, total: int, r: dict) -> str:
+    """The per-step log line: loss, ppl, grad norm, lr, step time, tokens/s/device, TFLOP/s/device, MFU, memory."""
+    mfu = "n/a" if r.get("mfu") is None else f"{r['mfu']:.1%}"
+    mem = r.get("peak_mem_gb", r.get("host_rss_gb", 0.0))
+    return (f"step {step}/{total} | loss {r['loss']:.4f} | ppl {r['ppl']:.2f} | gnorm {r['grad_norm']:.3f} | "
+            f"lr {r['lr']:.2e} | {r['step_time_s']:.3f} s/step | {r['tokens_per_s_per_device']:,.0f} tok/s/dev | "
+            f"{r['tflops_per_device']:.2f} TFLOP/s/dev | MFU {mfu} | mem {mem:.2f} GB")
