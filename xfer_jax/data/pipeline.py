@@ -30,6 +30,7 @@ import dataclasses
 
 import grain
 import jax
+from absl import flags
 import ml_collections
 import numpy as np
 
@@ -124,10 +125,10 @@ def _source_dataset(spec, index, data_cfg, builder, issues, seed) -> tuple[grain
     table = open_source(spec, issues, validate=builder.validate)
     if isinstance(table, TokenShards):
         table.check(builder.tokenizer.sha256(), data_cfg.add_bos, data_cfg.add_eos)
-    docs = grain.MapDataset.source(table)
-    if spec.max_documents and spec.max_documents < len(docs):
-        docs = docs.shuffle(seed=_source_seed(seed, index, 1))[: spec.max_documents]
-    docs = docs[jax.process_index():: jax.process_count()]
+    chosen = np.arange(len(table))
+    if spec.max_documents and spec.max_documents < len(table):
+        chosen = np.random.default_rng(_source_seed(seed, index, 1)).permutation(len(table))[: spec.max_documents]
+    docs = grain.MapDataset.source(Subset(table, chosen[jax.process_index():: jax.process_count()]))
     if len(docs) == 0:
         raise ValueError(f"source lang={spec.lang!r} path={spec.path!r} has no usable document for process "
                          f"{jax.process_index()} ({issues.total()} bad records skipped so far)")
@@ -137,6 +138,23 @@ def _source_dataset(spec, index, data_cfg, builder, issues, seed) -> tuple[grain
     return stream, len(table)
 
 
+class Subset:
+    """The documents of `table` at `indices`: a fixed sample and this process's shard of it.
+
+    Index arithmetic stays here, on a plain source, because Grain's slices of shuffled datasets leak into
+    the next epoch's permutation once repeated.
+    """
+
+    def __init__(self, table, indices: np.ndarray):
+        self.table, self.indices = table, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.table[int(self.indices[i])]
+
+
 class _Flatten(grain.experimental.FlatMapTransform):
     """A document's list of chunks → the chunks (the fan-out is unbounded: one chunk per seq_len tokens)."""
 
@@ -144,6 +162,19 @@ class _Flatten(grain.experimental.FlatMapTransform):
 
     def flat_map(self, element):
         return element
+
+
+class PadBatch:
+    """Pads the last, partial batch of a finite (token-budgeted) stream with empty rows: no token is lost."""
+
+    def __init__(self, rows: int):
+        self.rows = rows
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = self.rows - len(batch["tokens"])
+        if not missing:
+            return batch
+        return {k: np.concatenate([v, np.zeros((missing, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
 
 
 class TrainIterator:
@@ -214,8 +245,10 @@ def make_train_iterator(data_cfg, *, sharding=None, seed: int | None = None, tok
         streams, [s.weight for s in specs], data_cfg.mix_unit, [s.token_budget / splits for s in specs]
     )
     ds = packing.PackIterDataset(ds, data_cfg.seq_len, data_cfg.packing, num_bins=data_cfg.packing_bins, seed=seed)
-    ds = ds.batch(data_cfg.batch_size // jax.process_count(), drop_remainder=True)
+    ds = ds.batch(data_cfg.batch_size // jax.process_count()).map(PadBatch(data_cfg.batch_size // jax.process_count()))
     if data_cfg.worker_count:
+        if not flags.FLAGS.is_parsed():  # grain reads absl flags; outside an absl app, take their defaults
+            flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=data_cfg.worker_count, per_worker_buffer_size=data_cfg.worker_buffer_size
         ))
