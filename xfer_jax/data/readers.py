@@ -229,6 +229,8 @@ class ArrayRecordTable:
         for path in files:
             try:
                 reader = array_record_module.ArrayRecordReader(path)
+                if not reader.ok():
+                    raise OSError("not a readable ArrayRecord file")
                 count = reader.num_records()
             except Exception as e:  # the C++ reader raises RuntimeError/ValueError on bad files
                 issues.report("unreadable_file", path, str(e))
