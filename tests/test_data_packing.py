@@ -3,7 +3,7 @@ import grain
 import numpy as np
 import pytest
 
-from xfer_jax.data import packing
+from xfer_jax.data import examples, packing
 from xfer_jax.data.tokenizer import Tokenizer
 
 SEQ_LEN = 48
@@ -28,7 +28,7 @@ def chunk_stream(documents):
     """The packer's input as the pipeline builds it: per-document features, chunked to SEQ_LEN."""
     elements = []
     for i, ids in enumerate(documents):
-        elements += packing.chunks(packing.document_example(ids, np.ones(len(ids)), lang=i % 3), SEQ_LEN)
+        elements += examples.chunks(examples.document_example(ids, np.ones(len(ids)), lang=i % 3), SEQ_LEN)
     return grain.MapDataset.source(elements).to_iter_dataset(grain.ReadOptions(num_threads=0))
 
 
@@ -109,7 +109,7 @@ def test_packer_state_resumes_at_every_row(documents, packing_name):
 
 
 def test_first_fit_refuses_an_unchunked_long_document(tokenizer):
-    element = packing.document_example(np.arange(SEQ_LEN + 1, dtype=np.int32), np.ones(SEQ_LEN + 1), 0)
+    element = examples.document_example(np.arange(SEQ_LEN + 1, dtype=np.int32), np.ones(SEQ_LEN + 1), 0)
     dataset = packing.PackIterDataset(grain.MapDataset.source([element]).to_iter_dataset(), SEQ_LEN, "first_fit")
     with pytest.raises(ValueError, match="49-token document for rows of 48"):
         next(iter(dataset))

@@ -1,10 +1,8 @@
-"""From token ids to packed training rows in the project's batch format.
+"""Packing documents' features into fixed-length training rows in the project's batch format.
 
-Targets and loss weights are computed per document *before* packing: target i is token i+1 of the same
-document, and its weight is the loss mask of token i+1 (1 for text; 1 only on response tokens for
-instruction data). The document's last token gets target 0 and weight 0. Packing only moves whole spans,
-so no token of one document can become a target for another, and a document split across rows (by
-chunking or by concat-then-split) keeps every one of its transitions as a target.
+Targets and loss weights arrive computed per document (examples.py); packing only moves whole spans, so
+no token of one document can become a target for another, and a document split across rows (by chunking
+or by concat-then-split) keeps every one of its transitions as a target.
 
 Row format (all [L]; batches add a leading [B]):
   tokens int32, targets int32, loss_weights float32, lang int32 (padding: all 0),
@@ -27,24 +25,6 @@ import numpy as np
 PACKINGS = ("first_fit", "concat")
 FEATURES = ("tokens", "targets", "loss_weights", "lang")
 BATCH_KEYS = ("tokens", "targets", "segment_ids", "positions", "loss_weights", "lang")
-
-
-def document_example(tokens: np.ndarray, loss_mask: np.ndarray, lang: int) -> dict[str, np.ndarray]:
-    """One document's features; `loss_mask[i]` says whether token i is learned when it is the target."""
-    tokens = np.asarray(tokens, np.int32)
-    targets = np.zeros_like(tokens)
-    targets[:-1] = tokens[1:]
-    weights = np.zeros(len(tokens), np.float32)
-    weights[:-1] = loss_mask[1:]
-    return {"tokens": tokens, "targets": targets, "loss_weights": weights, "lang": np.full(len(tokens), lang, np.int32)}
-
-
-def chunks(example: dict[str, np.ndarray], max_len: int) -> list[dict[str, np.ndarray]]:
-    """Splits a document into pieces of at most max_len tokens; `doc_start` marks the first piece."""
-    return [
-        {**{k: v[start:start + max_len] for k, v in example.items()}, "doc_start": start == 0}
-        for start in range(0, len(example["tokens"]), max_len)
-    ]
 
 
 class _Rows:

@@ -34,10 +34,13 @@ from absl import flags
 import ml_collections
 import numpy as np
 
-from xfer_jax.data import instruct, packing
-from xfer_jax.data.issues import BadRecord, InputIssues
+from xfer_jax.data import packing
+from xfer_jax.data.examples import ExampleBuilder
+from xfer_jax.data.issues import InputIssues
 from xfer_jax.data.mixture import WeightedMixIterDataset
-from xfer_jax.data.readers import TokenShards, document_characters, open_source
+from xfer_jax.data.readers import open_source
+from xfer_jax.data.records import document_characters
+from xfer_jax.data.shards import TokenShards
 from xfer_jax.data.sources import SourceSpec, specs_from_config
 from xfer_jax.data.tokenizer import Tokenizer
 
@@ -82,30 +85,6 @@ def _lang_index(data_cfg, spec: SourceSpec) -> int:
     if spec.lang not in langs:
         raise ValueError(f"source lang={spec.lang!r} is not in data.languages={langs}")
     return langs.index(spec.lang)
-
-
-class ExampleBuilder:
-    """A document (text, Conversation or token ids) → its packed-feature chunks of at most seq_len tokens."""
-
-    def __init__(self, tokenizer: Tokenizer, data_cfg, lang: int):
-        self.tokenizer, self.lang, self.seq_len = tokenizer, lang, data_cfg.seq_len
-        self.bos, self.eos = data_cfg.add_bos, data_cfg.add_eos
-        self.template = instruct.template_from_config(data_cfg.instruct)
-
-    def encode(self, doc) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(doc, instruct.Conversation):
-            return instruct.encode_conversation(doc, self.tokenizer, self.template, self.seq_len)
-        tokens = doc if isinstance(doc, np.ndarray) else self.tokenizer.encode(doc, bos=self.bos, eos=self.eos)
-        return np.asarray(tokens, np.int32), np.ones(len(tokens), np.int32)
-
-    def validate(self, doc) -> None:
-        """Build-time check for instruction data: the first prompt must fit (raises BadRecord)."""
-        if isinstance(doc, instruct.Conversation):
-            self.encode(doc)
-
-    def __call__(self, doc) -> list[dict[str, np.ndarray]]:
-        tokens, mask = self.encode(doc)
-        return packing.chunks(packing.document_example(tokens, mask, self.lang), self.seq_len)
 
 
 def _source_seed(seed: int, index: int, purpose: int) -> int:

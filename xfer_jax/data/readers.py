@@ -4,75 +4,22 @@
 bad ones go to the `InputIssues` tally (file and line named) and only the locations of good ones are kept.
 Grain then reads documents by index (global shuffling, exact checkpoints, worker slicing), re-reading and
 re-parsing a record on demand; file handles are opened lazily per process, so tables pickle small.
-A document is a `str`, an `instruct.Conversation`, or (format 'tokens') an int32 array of token ids.
+Text and JSON files and Parquet are read here; the ArrayRecord-based formats in shards.py.
 """
 from __future__ import annotations
 
 import json
 import mmap
-import pathlib
 import re
 
 import numpy as np
 
-from xfer_jax.data import instruct
 from xfer_jax.data.issues import BadRecord, InputIssues
+from xfer_jax.data.records import decode_json, decode_utf8, record_parser
+from xfer_jax.data.shards import ArrayRecordTable, TfdsTable, TokenShards
 from xfer_jax.data.sources import SourceSpec, source_files
 
-TOKENS_META = "tokenized.json"
 SEPARATORS = {"line": re.compile(rb"\n"), "blank_line": re.compile(rb"\n(?:[ \t\r\f\v]*\n)+")}
-
-
-class TextField:
-    """Parses a record (a string, or a dict/row holding `field`) into a stripped, non-empty document text."""
-
-    def __init__(self, field: str):
-        self.field = field
-
-    def __call__(self, record) -> str:
-        value = record
-        if isinstance(record, dict):
-            if self.field not in record:
-                raise BadRecord("missing_field", f"no field {self.field!r} (fields: {sorted(record)})")
-            value = record[self.field]
-        if isinstance(value, bytes):
-            value = _utf8(value)
-        if not isinstance(value, str):
-            raise BadRecord("missing_field", f"field {self.field!r} is {type(value).__name__}, not text")
-        value = value.strip()
-        if not value:
-            raise BadRecord("empty_document", "no text")
-        return value
-
-
-def _utf8(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadRecord("invalid_utf8", f"byte {e.start}: {e.reason}") from None
-
-
-def _json(raw: bytes):
-    try:
-        return json.loads(_utf8(raw))
-    except json.JSONDecodeError as e:
-        raise BadRecord("malformed_json", f"column {e.colno}: {e.msg}") from None
-
-
-def document_characters(doc) -> int:
-    """Characters of a text or Conversation document (bits per character, tokens per character)."""
-    if isinstance(doc, instruct.Conversation):
-        return len(doc.system or "") + sum(len(user) + len(answer) for user, answer in doc.turns)
-    if isinstance(doc, str):
-        return len(doc)
-    raise TypeError("pre-tokenised documents have no characters: use raw text for held-out data")
-
-
-def record_parser(spec: SourceSpec):
-    """(parse, fields): the record parser of a spec and the fields it reads."""
-    if spec.is_instruct:
-        return instruct.RECORD_PARSERS[spec.format]
-    return TextField(spec.text_field), (spec.text_field,)
 
 
 class LineTable:
@@ -128,7 +75,7 @@ class LineTable:
     @staticmethod
     def _array_as_lines(path: str, data: bytes, issues: InputIssues) -> bytes:
         try:
-            records = json.loads(_utf8(data))
+            records = json.loads(decode_utf8(data))
         except BadRecord as e:
             issues.report(e.kind, path, str(e))
             return b""
@@ -138,7 +85,7 @@ class LineTable:
         return "\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode()
 
     def _decode(self, raw: bytes):
-        return self._parse(_json(raw) if self._json else _utf8(raw))
+        return self._parse(decode_json(raw) if self._json else decode_utf8(raw))
 
     def _data(self, file_id: int):
         if file_id in self._blobs:
@@ -213,127 +160,6 @@ class ParquetTable:
 
     def __getstate__(self):
         return {**self.__dict__, "_cache": {}}
-
-
-class ArrayRecordTable:
-    """ArrayRecord files of UTF-8 text (or JSON objects when a text field is set)."""
-
-    SCAN_CHUNK = 4096
-
-    def __init__(self, spec: SourceSpec, files: list[str], parse, issues: InputIssues, validate):
-        import grain
-        from array_record.python import array_record_module
-
-        self._json, self._parse = bool(spec.text_field), parse
-        readable, keep, offset = [], [], 0
-        for path in files:
-            try:
-                reader = array_record_module.ArrayRecordReader(path)
-                if not reader.ok():
-                    raise OSError("not a readable ArrayRecord file")
-                count = reader.num_records()
-            except Exception as e:  # the C++ reader raises RuntimeError/ValueError on bad files
-                issues.report("unreadable_file", path, str(e))
-                continue
-            readable.append(path)
-            for chunk in range(0, count, self.SCAN_CHUNK):
-                for i, raw in enumerate(reader.read(chunk, min(count, chunk + self.SCAN_CHUNK)), chunk):
-                    try:
-                        doc = self._decode(raw)
-                        if validate:
-                            validate(doc)
-                    except BadRecord as e:
-                        issues.report(e.kind, f"{path}: record {i}", str(e))
-                        continue
-                    keep.append(offset + i)
-            reader.close()
-            offset += count
-        self._source = grain.sources.ArrayRecordDataSource(readable) if readable else []
-        self._keep = np.asarray(keep, np.int64)
-
-    def _decode(self, raw: bytes):
-        return self._parse(_json(raw) if self._json else _utf8(raw))
-
-    def __len__(self) -> int:
-        return len(self._keep)
-
-    def __getitem__(self, i: int):
-        return self._decode(self._source[int(self._keep[i])])
-
-
-class TfdsTable:
-    """A TFDS dataset through `tfds.data_source` (ArrayRecord files; no TensorFlow needed)."""
-
-    def __init__(self, spec: SourceSpec, parse, issues: InputIssues, validate):
-        self._name, self._split, self._data_dir = spec.path, spec.tfds_split, spec.tfds_data_dir or None
-        self._parse, self._source = parse, None
-        keep = []
-        for i in range(len(self._records())):
-            try:
-                doc = parse(self._records()[i])
-                if validate:
-                    validate(doc)
-            except BadRecord as e:
-                issues.report(e.kind, f"tfds:{self._name}[{self._split}] record {i}", str(e))
-                continue
-            keep.append(i)
-        self._keep = np.asarray(keep, np.int64)
-
-    def _records(self):
-        if self._source is None:
-            try:
-                import tensorflow_datasets as tfds
-            except ImportError as e:
-                raise ImportError("format 'tfds' needs tensorflow-datasets: pip install tensorflow-datasets") from e
-            self._source = tfds.data_source(self._name, split=self._split, data_dir=self._data_dir)
-        return self._source
-
-    def __len__(self) -> int:
-        return len(self._keep)
-
-    def __getitem__(self, i: int):
-        return self._parse(self._records()[int(self._keep[i])])
-
-    def __getstate__(self):
-        return {**self.__dict__, "_source": None}
-
-
-class TokenShards:
-    """Shards written by `xfer data tokenize`: one record per document, its token ids as `dtype` bytes.
-
-    Each shard directory holds TOKENS_META (tokenizer fingerprint, dtype, BOS/EOS, counts); a pipeline
-    reading shards made with another tokenizer would train on wrong ids, so `check` refuses that.
-    """
-
-    def __init__(self, files: list[str]):
-        import grain
-
-        metas = {}
-        for path in files:
-            meta_path = pathlib.Path(path).parent / TOKENS_META
-            if meta_path not in metas:
-                if not meta_path.is_file():
-                    raise FileNotFoundError(f"{path}: no {TOKENS_META} beside it; was it written by `xfer data tokenize`?")
-                metas[meta_path] = json.loads(meta_path.read_text())
-        self._metas = metas
-        self._dtype = np.dtype(next(iter(metas.values()))["dtype"])
-        self._source = grain.sources.ArrayRecordDataSource(files)
-
-    def check(self, tokenizer_sha256: str, bos: bool, eos: bool) -> None:
-        for meta_path, meta in self._metas.items():
-            found = (meta["tokenizer_sha256"], meta["bos"], meta["eos"], meta["dtype"])
-            if found != (tokenizer_sha256, bos, eos, self._dtype.name):
-                raise ValueError(
-                    f"{meta_path}: shards were tokenised with tokenizer sha256 {found[0][:12]}.., bos={found[1]}, "
-                    f"eos={found[2]}, dtype {found[3]}; the config wants {tokenizer_sha256[:12]}.., bos={bos}, "
-                    f"eos={eos}, dtype {self._dtype.name}: re-run `xfer data tokenize` or fix data.tokenizer"
-                )
-
-    def __len__(self) -> int:
-        return len(self._source)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return np.frombuffer(self._source[int(i)], self._dtype).astype(np.int32)
 
 
 def open_source(spec: SourceSpec, issues: InputIssues, validate=None):

@@ -18,7 +18,9 @@ import tqdm
 from array_record.python import array_record_module
 
 from xfer_jax.data.issues import InputIssues
-from xfer_jax.data.readers import TOKENS_META, document_characters, open_source
+from xfer_jax.data.readers import open_source
+from xfer_jax.data.records import document_characters
+from xfer_jax.data.shards import TOKENS_META
 from xfer_jax.data.sources import TEXT_FORMATS, SourceSpec
 from xfer_jax.data.tokenizer import Tokenizer
 

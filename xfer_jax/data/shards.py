@@ -1,0 +1,138 @@
+"""Readers of ArrayRecord-based sources: ArrayRecord files of text, TFDS datasets, pre-tokenised shards.
+
+Like readers.py, each scans its records once at build time (bad ones counted, good ones indexed) and then
+reads by index; the ArrayRecord readers are opened lazily in each process by Grain's data source.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+from xfer_jax.data.issues import BadRecord, InputIssues
+from xfer_jax.data.records import decode_json, decode_utf8
+from xfer_jax.data.sources import SourceSpec
+
+TOKENS_META = "tokenized.json"
+
+
+class ArrayRecordTable:
+    """ArrayRecord files of UTF-8 text (or JSON objects when a text field is set)."""
+
+    SCAN_CHUNK = 4096
+
+    def __init__(self, spec: SourceSpec, files: list[str], parse, issues: InputIssues, validate):
+        import grain
+        from array_record.python import array_record_module
+
+        self._json, self._parse = bool(spec.text_field), parse
+        readable, keep, offset = [], [], 0
+        for path in files:
+            try:
+                reader = array_record_module.ArrayRecordReader(path)
+                if not reader.ok():
+                    raise OSError("not a readable ArrayRecord file")
+                count = reader.num_records()
+            except Exception as e:  # the C++ reader raises RuntimeError/ValueError on bad files
+                issues.report("unreadable_file", path, str(e))
+                continue
+            readable.append(path)
+            for chunk in range(0, count, self.SCAN_CHUNK):
+                for i, raw in enumerate(reader.read(chunk, min(count, chunk + self.SCAN_CHUNK)), chunk):
+                    try:
+                        doc = self._decode(raw)
+                        if validate:
+                            validate(doc)
+                    except BadRecord as e:
+                        issues.report(e.kind, f"{path}: record {i}", str(e))
+                        continue
+                    keep.append(offset + i)
+            reader.close()
+            offset += count
+        self._source = grain.sources.ArrayRecordDataSource(readable) if readable else []
+        self._keep = np.asarray(keep, np.int64)
+
+    def _decode(self, raw: bytes):
+        return self._parse(decode_json(raw) if self._json else decode_utf8(raw))
+
+    def __len__(self) -> int:
+        return len(self._keep)
+
+    def __getitem__(self, i: int):
+        return self._decode(self._source[int(self._keep[i])])
+
+
+class TfdsTable:
+    """A TFDS dataset through `tfds.data_source` (ArrayRecord files; no TensorFlow needed)."""
+
+    def __init__(self, spec: SourceSpec, parse, issues: InputIssues, validate):
+        self._name, self._split, self._data_dir = spec.path, spec.tfds_split, spec.tfds_data_dir or None
+        self._parse, self._source = parse, None
+        keep = []
+        for i in range(len(self._records())):
+            try:
+                doc = parse(self._records()[i])
+                if validate:
+                    validate(doc)
+            except BadRecord as e:
+                issues.report(e.kind, f"tfds:{self._name}[{self._split}] record {i}", str(e))
+                continue
+            keep.append(i)
+        self._keep = np.asarray(keep, np.int64)
+
+    def _records(self):
+        if self._source is None:
+            try:
+                import tensorflow_datasets as tfds
+            except ImportError as e:
+                raise ImportError("format 'tfds' needs tensorflow-datasets: pip install tensorflow-datasets") from e
+            self._source = tfds.data_source(self._name, split=self._split, data_dir=self._data_dir)
+        return self._source
+
+    def __len__(self) -> int:
+        return len(self._keep)
+
+    def __getitem__(self, i: int):
+        return self._parse(self._records()[int(self._keep[i])])
+
+    def __getstate__(self):
+        return {**self.__dict__, "_source": None}
+
+
+class TokenShards:
+    """Shards written by `xfer data tokenize`: one record per document, its token ids as `dtype` bytes.
+
+    Each shard directory holds TOKENS_META (tokenizer fingerprint, dtype, BOS/EOS, counts); a pipeline
+    reading shards made with another tokenizer would train on wrong ids, so `check` refuses that.
+    """
+
+    def __init__(self, files: list[str]):
+        import grain
+
+        metas = {}
+        for path in files:
+            meta_path = pathlib.Path(path).parent / TOKENS_META
+            if meta_path not in metas:
+                if not meta_path.is_file():
+                    raise FileNotFoundError(f"{path}: no {TOKENS_META} beside it; was it written by `xfer data tokenize`?")
+                metas[meta_path] = json.loads(meta_path.read_text())
+        self._metas = metas
+        self._dtype = np.dtype(next(iter(metas.values()))["dtype"])
+        self._source = grain.sources.ArrayRecordDataSource(files)
+
+    def check(self, tokenizer_sha256: str, bos: bool, eos: bool) -> None:
+        for meta_path, meta in self._metas.items():
+            found = (meta["tokenizer_sha256"], meta["bos"], meta["eos"], meta["dtype"])
+            if found != (tokenizer_sha256, bos, eos, self._dtype.name):
+                raise ValueError(
+                    f"{meta_path}: shards were tokenised with tokenizer sha256 {found[0][:12]}.., bos={found[1]}, "
+                    f"eos={found[2]}, dtype {found[3]}; the config wants {tokenizer_sha256[:12]}.., bos={bos}, "
+                    f"eos={eos}, dtype {self._dtype.name}: re-run `xfer data tokenize` or fix data.tokenizer"
+                )
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.frombuffer(self._source[int(i)], self._dtype).astype(np.int32)
