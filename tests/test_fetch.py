@@ -185,7 +185,7 @@ def test_a_failing_source_is_recorded_and_the_others_go_on(tmp_path):
     failures = []
     counts = fetch.build_language("xx", [(bad, tmp_path, "1"), (good, tmp_path, "1")], 1000, tmp_path / "xx", failures)
     assert counts["train"]["documents"] + counts["heldout"]["documents"] == 1  # duplicates dropped
-    assert failures == [{"package": "bad", "registry": "debian", "language": "xx",
+    assert failures == [{"package": "bad", "registry": "debian", "languages": ["xx"],
                          "reason": "reading its files failed: OSError: simulated unreadable package"}]
 
 

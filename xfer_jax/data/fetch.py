@@ -43,6 +43,7 @@ DEFAULT_LANGUAGES = ("en", "zh", "ru", "uk", "tr", "vi", "ja", "de", "fr", "es",
 DEFAULT_MAX_CHARS = 3_000_000
 HELDOUT_EVERY = 20  # a document whose hash is 0 modulo this is held out: ~5%
 MARKER = ".complete"
+CORPUS_FORMAT = 1  # bump when extraction changes what a cache holds: older caches are then rebuilt
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 LLAMA_VOCAB = "ggml-vocab-llama-spm.gguf"
@@ -126,10 +127,8 @@ def sword_docs(root: Path, module_dir: str) -> Iterator[tuple[str, str]]:
     for testament in ("ot", "nt"):
         index = (root / module_dir / f"{testament}.bzs").read_bytes()
         blocks = (root / module_dir / f"{testament}.bzz").read_bytes()
-        osis = ""
-        for entry in range(len(index) // 12):
-            offset, size, _ = struct.unpack_from("<III", index, entry * 12)
-            osis += zlib.decompress(blocks[offset : offset + size]).decode("utf-8")
+        entries = (struct.unpack_from("<III", index, at) for at in range(0, len(index) - 11, 12))
+        osis = "".join(zlib.decompress(blocks[offset : offset + size]).decode("utf-8") for offset, size, _ in entries)
         chapters = re.split(r"<chapter\b[^>]*\bsID=[^>]*>", osis)[1:]
         pairs += [(f"{module_dir}/{testament}.bzz", osis_text(chapter)) for chapter in chapters]
     return in_hash_order(pairs)
@@ -152,7 +151,7 @@ def chitchat_docs(root: Path) -> Iterator[tuple[str, str]]:
     return in_hash_order(pairs)
 
 
-def fortune_docs(root: Path, names: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> Iterator[tuple[str, str]]:
+def fortune_docs(root: Path, names: Iterable[str] = (), exclude: Iterable[str] = ()) -> Iterator[tuple[str, str]]:
     """Each fortune (the text between `%` lines) is one document; `.dat` indexes and links are skipped."""
     folder = root / "usr/share/games/fortunes"
     files = [folder / n for n in names] if names else sorted(folder.iterdir())
@@ -301,6 +300,9 @@ class Source:
     extract: Callable[[Path], Iterable[tuple[str, str]]]
 
 
+LangSources = list[tuple[Source, Path, str]]  # a language's sources, each with its unpacked root and version
+
+
 def deb(name: str, licence: str) -> Package:
     """A Debian package; its licence is the machine-readable copyright file every package carries."""
     return Package(name, "debian", licence, f"usr/share/doc/{name}/copyright")
@@ -334,7 +336,8 @@ def language_sources(lang: str) -> list[Source]:
         ]
     elif lang == "zh":
         sources += [
-            Source(deb("fortunes-zh", "GPL-3.0+"), functools.partial(fortune_docs, names=("tang300", "song100", "chinese"))),
+            Source(deb("fortunes-zh", "GPL-3.0+"),
+                   functools.partial(fortune_docs, names=("tang300", "song100", "chinese"))),
             Source(deb("debian-reference-zh-cn", "GPL-2+"), functools.partial(
                 debian_reference_docs, text_file="usr/share/debian-reference/debian-reference.zh-cn.txt.gz")),
             manpages(lang, deb("manpages-zh", "GFDL-1.2+"), "usr/share/man/zh_CN"),
@@ -393,7 +396,8 @@ def download_debian(names: list[str], dest: Path) -> dict[str, Path | FetchError
 
 def download_pypi(name: str, dest: Path, sdist: bool = False) -> Path:
     """`pip download --no-deps` of one wheel (or sdist) into dest."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", str(dest)]
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"]
+    command += ["-d", str(dest)]
     command += ["--no-binary", ":all:", name] if sdist else ["--only-binary", ":all:", name]
     result = subprocess.run(command, cwd=dest, capture_output=True, text=True, check=False)
     stem = re.split(r"[=<>]", name)[0].replace("-", "_")
@@ -429,10 +433,10 @@ def download_all(packages: list[Package], dest: Path) -> dict[str, Path | FetchE
             results[package.name] = fetch(package.name, dest)
         except FetchError as err:
             results[package.name] = err
-        log(f"downloaded {package.registry} {package.name}" if isinstance(results[package.name], Path)
-            else f"FAILED {package.registry} {package.name}: {results[package.name]}")
-    for name in debian:
-        log(f"downloaded debian {name}" if isinstance(results[name], Path) else f"FAILED debian {name}: {results[name]}")
+    for package in packages:
+        outcome = results[package.name]
+        log(f"FAILED {package.registry} {package.name}: {outcome}" if isinstance(outcome, FetchError)
+            else f"downloaded {package.registry} {outcome.name}")
     return results
 
 
@@ -497,7 +501,7 @@ def write_lines(path: Path, docs: list[str]) -> None:
     path.write_text("".join(d + "\n" for d in docs), encoding="utf-8")
 
 
-def build_language(lang: str, sources: list[tuple[Source, Path, str]], max_chars: int, out: Path,
+def build_language(lang: str, sources: LangSources, max_chars: int, out: Path,
                    failures: list[dict]) -> dict:
     """Write one language's splits, SOURCES.json and licences from (source, unpacked root, version) triples.
 
@@ -516,8 +520,10 @@ def build_language(lang: str, sources: list[tuple[Source, Path, str]], max_chars
             taken, files = take_documents(source.extract(root), budget, seen)
             licence_file = copy_licence(package, root, out)
         except Exception as err:  # a package's own files are outside our control: report it, go on without it
-            reason = f"reading its files failed: {type(err).__name__}: {err}"
-            failures.append({"package": package.name, "registry": package.registry, "language": lang, "reason": reason})
+            detail = str(err) if isinstance(err, FetchError) else f"{type(err).__name__}: {err}"
+            reason = f"reading its files failed: {detail}"
+            failures.append({"package": package.name, "registry": package.registry, "languages": [lang],
+                             "reason": reason})
             log(f"FAILED {lang}: {package.registry} {package.name}: {reason}")
             continue
         docs += taken
@@ -549,12 +555,12 @@ def copy_licence(package: Package, root: Path, out: Path) -> str | None:
 
 
 def cache_matches(cache_dir: Path, request: dict) -> bool:
-    """True when a complete cache was built with the same cap and source and covers the requested languages."""
+    """True when a complete cache was built the same way (format, cap, source) and covers the languages."""
     manifest_path = cache_dir / "manifest.json"
     if not (cache_dir / MARKER).exists() or not manifest_path.exists():
         return False
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    same_build = all(manifest.get(key) == request[key] for key in ("max_chars", "corpus_dir"))
+    same_build = all(manifest.get(key) == request[key] for key in ("format", "max_chars", "corpus_dir"))
     return same_build and set(request["languages"]) <= set(manifest.get("languages", []))
 
 
@@ -567,7 +573,7 @@ def clear_cache(cache_dir: Path) -> None:
             shutil.rmtree(lang_dir)
 
 
-def registry_sources(languages: list[str], work: Path, failures: list[dict]) -> dict[str, list[tuple[Source, Path, str]]]:
+def registry_sources(languages: list[str], work: Path, failures: list[dict]) -> dict[str, LangSources]:
     """Download and unpack every package the languages need; failed packages are logged and listed in failures."""
     unknown = [lang for lang in languages if not language_sources(lang)]
     if unknown:
@@ -581,14 +587,17 @@ def registry_sources(languages: list[str], work: Path, failures: list[dict]) -> 
         try:
             if isinstance(archive, FetchError):
                 raise archive
-            unpacked[name] = (unpack(wanted[name], archive, work / "unpacked" / name), archive_version(wanted[name], archive))
+            root = unpack(wanted[name], archive, work / "unpacked" / name)
+            unpacked[name] = (root, archive_version(wanted[name], archive))
         except FetchError as err:
-            failures.append({"package": name, "registry": wanted[name].registry, "reason": str(err)})
+            needing = [lang for lang in languages if name in {s.package.name for s in language_sources(lang)}]
+            failures.append({"package": name, "registry": wanted[name].registry, "languages": needing,
+                             "reason": str(err)})
     return {lang: [(s, *unpacked[s.package.name]) for s in language_sources(lang) if s.package.name in unpacked]
             for lang in languages}
 
 
-def local_sources(corpus_dir: Path, languages: list[str], skipped: list[dict]) -> dict[str, list[tuple[Source, Path, str]]]:
+def local_sources(corpus_dir: Path, languages: list[str], skipped: list[dict]) -> dict[str, LangSources]:
     """The user's text as the only source of each language (no network)."""
     missing = [lang for lang in languages if not user_files(corpus_dir, lang)]
     if missing:
@@ -610,7 +619,8 @@ def fetch_corpus(cache_dir: str | Path, languages: list[str] | None = None, corp
     corpus_dir = Path(corpus_dir).resolve() if corpus_dir is not None else None
     if languages is None:
         languages = user_languages(corpus_dir) if corpus_dir else list(DEFAULT_LANGUAGES)
-    request = {"languages": list(languages), "max_chars": max_chars, "corpus_dir": str(corpus_dir) if corpus_dir else None}
+    request = {"format": CORPUS_FORMAT, "languages": list(languages), "max_chars": max_chars,
+               "corpus_dir": str(corpus_dir) if corpus_dir else None}
     if not force and cache_matches(cache_dir, request):
         return cache_dir
     if not languages:
@@ -649,7 +659,8 @@ def write_manifest(cache_dir: Path, request: dict, counts: dict, failures: list[
         "failures": failures,
         "skipped_files": skipped,
     }
-    (cache_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
+    (cache_dir / "manifest.json").write_text(text, encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------------- LLaMA tokenizer
@@ -679,7 +690,8 @@ def fetch_llama_tokenizer(cache_dir: str | Path) -> Path:
     model_path.write_bytes(model.SerializeToString())
     sources = {"package": "llama-cpp-python", "registry": "pypi", "version": LLAMA_CPP_PYTHON.split("==")[1],
                "licence": "MIT (llama.cpp); vocabulary from LLaMA 2 (Llama 2 Community License)",
-               "licence_file": "LICENSE-llama.cpp", "files": [LLAMA_MODELS_DIR + LLAMA_VOCAB + s for s in ("", ".inp", ".out")]}
+               "licence_file": "LICENSE-llama.cpp",
+               "files": [LLAMA_MODELS_DIR + LLAMA_VOCAB + suffix for suffix in ("", ".inp", ".out")]}
     (cache_dir / "SOURCES.json").write_text(json.dumps(sources, indent=1) + "\n")
     (cache_dir / MARKER).write_text(datetime.datetime.now(datetime.timezone.utc).isoformat() + "\n")
     log(f"LLaMA tokenizer: {model_path} ({len(model.pieces):,} pieces, matches llama.cpp's references)")
@@ -782,8 +794,9 @@ def summary_table(cache_dir: Path) -> str:
             f"{'heldout docs':>14}{'heldout chars':>15}"]
     for lang in manifest["languages"]:
         train, held = manifest["counts"][lang]["train"], manifest["counts"][lang]["heldout"]
-        rows.append(f"{lang:<9}{train['documents'] + held['documents']:>11,}{train['characters'] + held['characters']:>13,}"
-                    f"{train['documents']:>12,}{train['characters']:>13,}{held['documents']:>14,}{held['characters']:>15,}")
+        docs, chars = train["documents"] + held["documents"], train["characters"] + held["characters"]
+        rows.append(f"{lang:<9}{docs:>11,}{chars:>13,}{train['documents']:>12,}{train['characters']:>13,}"
+                    f"{held['documents']:>14,}{held['characters']:>15,}")
     rows += [f"failed: {f['package']}: {f['reason']}" for f in manifest["failures"]]
     rows += [f"skipped: {s['file']}: {s['reason']}" for s in manifest["skipped_files"]]
     return "\n".join(rows)
@@ -795,7 +808,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cache_dir", type=Path, default=None,
                         help="corpus cache (default: $XFER_CACHE/corpus, else ./.cache/corpus)")
     parser.add_argument("--languages", default=None,
-                        help=f"comma-separated codes (default: {','.join(DEFAULT_LANGUAGES)}; known: {','.join(known_languages())})")
+                        help=f"comma-separated codes (default: {','.join(DEFAULT_LANGUAGES)}; "
+                             f"known: {','.join(known_languages())})")
     parser.add_argument("--corpus_dir", type=Path, default=None,
                         help="build from your own text only: DIR/{lang}/*.txt or DIR/{lang}.txt")
     parser.add_argument("--max_chars", type=int, default=DEFAULT_MAX_CHARS, help="characters per language at most")
@@ -808,13 +822,13 @@ def main(argv: list[str]) -> int:
     languages = args.languages.split(",") if args.languages else None
     try:
         corpus = fetch_corpus(cache_dir, languages, args.corpus_dir, args.max_chars, args.force)
-    except CorpusError as err:
+        print(f"corpus: {corpus}")
+        print(summary_table(corpus))
+        if args.tokenizer:
+            print(f"tokenizer: {fetch_llama_tokenizer(args.tokenizer_dir or default_cache_root() / 'llama_tokenizer')}")
+    except (CorpusError, FetchError) as err:
         print(f"xfer data fetch: {err}", file=sys.stderr)
         return 1
-    print(f"corpus: {corpus}")
-    print(summary_table(corpus))
-    if args.tokenizer:
-        print(f"tokenizer: {fetch_llama_tokenizer(args.tokenizer_dir or default_cache_root() / 'llama_tokenizer')}")
     return 0
 
 
