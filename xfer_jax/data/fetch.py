@@ -787,12 +787,12 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("XFER_CACHE", ".cache"))
 
 
-def summary_table(cache_dir: Path) -> str:
-    """Documents and characters per language and split, read back from the manifest."""
+def summary_table(cache_dir: Path, languages: list[str] | None = None) -> str:
+    """Documents and characters per language and split (the requested ones, else all), read from the manifest."""
     manifest = json.loads((cache_dir / "manifest.json").read_text(encoding="utf-8"))
     rows = [f"{'language':<9}{'documents':>11}{'characters':>13}{'train docs':>12}{'train chars':>13}"
             f"{'heldout docs':>14}{'heldout chars':>15}"]
-    for lang in manifest["languages"]:
+    for lang in languages or manifest["languages"]:
         train, held = manifest["counts"][lang]["train"], manifest["counts"][lang]["heldout"]
         docs, chars = train["documents"] + held["documents"], train["characters"] + held["characters"]
         rows.append(f"{lang:<9}{docs:>11,}{chars:>13,}{train['documents']:>12,}{train['characters']:>13,}"
@@ -823,7 +823,7 @@ def main(argv: list[str]) -> int:
     try:
         corpus = fetch_corpus(cache_dir, languages, args.corpus_dir, args.max_chars, args.force)
         print(f"corpus: {corpus}")
-        print(summary_table(corpus))
+        print(summary_table(corpus, languages))
         if args.tokenizer:
             print(f"tokenizer: {fetch_llama_tokenizer(args.tokenizer_dir or default_cache_root() / 'llama_tokenizer')}")
     except (CorpusError, FetchError) as err:
