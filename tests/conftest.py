@@ -30,3 +30,35 @@ def llama_tokenizer() -> pathlib.Path:
     from xfer_jax.data import fetch
 
     return fetch.fetch_llama_tokenizer(CACHE / "llama_tokenizer")
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(corpus_dir, tmp_path_factory) -> pathlib.Path:
+    """A 2,000-piece BPE sentencepiece model trained on the real en+zh corpus: small logits, fast tests."""
+    import sentencepiece as spm
+
+    prefix = tmp_path_factory.mktemp("small_tokenizer") / "sp"
+    spm.SentencePieceTrainer.train(
+        input=f"{corpus_dir / 'en' / 'train.txt'},{corpus_dir / 'zh' / 'train.txt'}", model_prefix=str(prefix),
+        vocab_size=2000, model_type="bpe", byte_fallback=True, character_coverage=0.98,
+        input_sentence_size=20000, shuffle_input_sentence=True, minloglevel=2,
+    )
+    return prefix.with_suffix(".model")
+
+
+@pytest.fixture
+def pretrain_config(corpus_dir, small_tokenizer, tmp_path):
+    """configs/pretrain.py on the real corpus with the small tokenizer, writing under tmp_path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pretrain_config", REPO / "configs" / "pretrain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    c.data.tokenizer = str(small_tokenizer)
+    for entry in list(c.data.sources) + list(c.data.heldout):
+        entry["path"] = str(corpus_dir / entry["lang"] / pathlib.Path(entry["path"]).name)
+    c.train.out_dir = str(tmp_path / "run")
+    c.train.progress_bar = False
+    c.train.log_every = 1
+    return c

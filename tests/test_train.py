@@ -1,0 +1,143 @@
+"""The trainer on real text: loss falls, resume after SIGTERM is bitwise exact, meshes and accumulation agree."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from xfer_jax.data import pipeline
+from xfer_jax.model.shapes import get_shape
+from xfer_jax.parallel import mesh as mesh_lib
+from xfer_jax.parallel import rules as rules_lib
+from xfer_jax.parallel.sharding import init_sharded, param_shardings
+from xfer_jax.model import params as model_params
+from xfer_jax.train import optim, state as state_lib, step as step_lib
+from xfer_jax.train.loop import train
+
+
+def losses(run_dir) -> dict[int, float]:
+    records = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    return {r["step"]: r["loss"] for r in records}
+
+
+def test_loss_falls_on_real_text(pretrain_config):
+    c = pretrain_config
+    c.train.steps = 80
+    c.train.eval_every = 80
+    c.optim.lr = 5e-3
+    summary = train(c)
+    curve = losses(pathlib.Path(c.train.out_dir))
+    first, last = np.mean([curve[s] for s in (1, 2, 3)]), np.mean([curve[s] for s in (78, 79, 80)])
+    assert last < first - 1.0, (first, last)
+    assert summary["eval/zh/loss"] < first and summary["eval/en/loss"] < first
+    assert summary["skipped"] == 0 and summary["loss/zh"] > 0 and summary["loss/en"] > 0
+
+
+def _train_cmd(c, steps):
+    return [sys.executable, "-m", "xfer_jax.cli", "train", "--config", "configs/pretrain.py",
+            f"--config.data.tokenizer={c.data.tokenizer}", f"--config.train.out_dir={c.train.out_dir}",
+            f"--config.train.steps={steps}", "--config.train.log_every=1", "--config.train.save_every=1000",
+            "--config.train.progress_bar=False", "--config.train.eval_every=1000"]
+
+
+def test_sigterm_then_resume_is_bitwise_identical(pretrain_config, corpus_dir, tmp_path):
+    env = {**os.environ, "XFER_CACHE": str(corpus_dir.parent)}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    steps = 16
+    straight = pretrain_config.copy_and_resolve_references()
+    straight.train.out_dir = str(tmp_path / "straight")
+    subprocess.run(_train_cmd(straight, steps), env=env, cwd=repo, check=True, capture_output=True)
+
+    resumed = pretrain_config.copy_and_resolve_references()
+    resumed.train.out_dir = str(tmp_path / "resumed")
+    proc = subprocess.Popen(_train_cmd(resumed, steps), env=env, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = tmp_path / "resumed" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while (not log.exists() or len(log.read_text().splitlines()) < steps // 2) and time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-3000:]
+    assert "checkpoint saved" in err.decode()
+    killed_at = max(losses(tmp_path / "resumed"))
+    assert killed_at < steps
+
+    out = subprocess.run(_train_cmd(resumed, steps), env=env, cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from" in out.stdout
+    a, b = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    assert [a[s] for s in a] == [b[s] for s in a]  # bitwise: same floats at every step, data order included
+
+
+def test_checkpoint_restores_onto_another_mesh(pretrain_config):
+    c = pretrain_config
+    c.train.steps, c.train.save_every, c.train.eval_every, c.train.keep = 8, 4, 1000, 5
+    c.mesh = {"data": 8, "fsdp": 1, "tensor": 1}
+    train(c)  # the reference: 8 steps on (8, 1, 1), saving steps 4 and 8
+    first = pathlib.Path(c.train.out_dir)
+    second = first.parent / "on_2x2x2"
+    shutil.copytree(first / "ckpt" / "4", second / "ckpt" / "4")  # a run that stopped at step 4
+    c.train.out_dir = str(second)
+    c.mesh = {"data": 2, "fsdp": 2, "tensor": 2}
+    train(c)  # restores step 4 onto (2, 2, 2) and continues
+    a, b = losses(first), losses(second)
+    assert sorted(b) == [5, 6, 7, 8]
+    np.testing.assert_allclose([b[s] for s in b], [a[s] for s in b], rtol=1e-5)
+
+
+def _one_step(cfg, mesh, batch, accum=1, steps=10):
+    abstract = model_params.abstract_params(cfg)
+    mask = optim.trainable_mask(abstract, [], [])
+    tx = optim.make_optimizer(optim.default_optim_config(), steps, abstract)
+    shardings = state_lib.state_shardings(param_shardings(cfg, mesh), abstract, tx, mask, mesh)
+    batch_sharding = jax.sharding.NamedSharding(mesh, rules_lib.spec_for(("batch", "seq"), batch["tokens"].shape, dict(mesh.shape)))
+    with jax.set_mesh(mesh):
+        params = init_sharded(cfg, mesh, seed=0)
+        state = jax.jit(lambda p: state_lib.new_state(p, tx, mask), out_shardings=shardings)(params)
+        fn = step_lib.compile_train_step(shardings, batch_sharding, cfg=cfg, tx=tx, mask=mask, accum=accum,
+                                         schedule=optim.learning_rate(optim.default_optim_config(), steps), num_langs=2)
+        state, metrics = fn(state, pipeline.to_device(batch, batch_sharding))
+        return jax.device_get(state["params"]), jax.device_get(metrics)
+
+
+def _real_batch(pretrain_config, batch_size=8):
+    c = pretrain_config
+    c.data.batch_size = batch_size
+    c.data.seq_len = 64
+    iterator = pipeline.make_train_iterator(c.data)
+    batch = next(iterator)
+    iterator.close()
+    return batch
+
+
+def test_one_device_equals_eight_with_fsdp_and_tp(pretrain_config):
+    cfg = get_shape("tiny", vocab_size=2000)
+    batch = _real_batch(pretrain_config)
+    one = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
+    eight = mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    p1, m1 = _one_step(cfg, one, batch)
+    p8, m8 = _one_step(cfg, eight, batch)
+    np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m8["grad_norm"], m1["grad_norm"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_gradient_accumulation_equals_larger_batch(pretrain_config):
+    cfg = get_shape("tiny", vocab_size=2000)
+    batch = _real_batch(pretrain_config, batch_size=16)
+    mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    p1, m1 = _one_step(cfg, mesh, batch, accum=1)
+    p4, m4 = _one_step(cfg, mesh, batch, accum=4)
+    np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
