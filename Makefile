@@ -16,7 +16,7 @@ $(BIN)/xfer: setup.py
 setup: $(BIN)/xfer
 
 fetch: setup
-	XFER_CACHE=$(CACHE) $(BIN)/xfer data fetch --cache_dir $(CACHE)/corpus --tokenizer
+	XFER_CACHE=$(CACHE) $(BIN)/xfer data fetch --tokenizer
 
 demo: fetch
 	$(BIN)/xfer parity --shape tiny --tokenizer $(CACHE)/llama_tokenizer/tokenizer.model --out runs/parity

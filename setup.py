@@ -22,10 +22,12 @@ setup(
         "pyarrow",
         "tqdm",
         "tensorboardX",
+        "protobuf",
+        "gguf",  # reads llama.cpp's GGUF vocabulary to rebuild LLaMA's tokenizer.model (xfer data fetch)
     ],
     extras_require={
         # torch is pinned to the CPU wheel: any other spec pulls GBs of CUDA.
-        "test": ["torch==2.13.0", "transformers>=4.45", "pytest>=8", "pytest-xdist", "protobuf"],
+        "test": ["torch==2.13.0", "transformers>=4.45", "pytest>=8", "pytest-xdist"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },
