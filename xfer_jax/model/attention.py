@@ -20,17 +20,27 @@ def attention_mask(segment_ids: jax.Array | None, q_len: int, kv_len: int) -> ja
     return mask
 
 
-def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
-    """q [B, T, H, D]; k, v [B, S, K, D] with H a multiple of K; returns [B, T, H, D] in q's dtype."""
+def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """q [B, T, H, D]; k, v [B, S, K, D] with H a multiple of K; mask [B|1, 1, T, S]; returns [B, T, H, D]."""
     b, t, h, d = q.shape
     kv_heads = k.shape[2]
     q = q.reshape(b, t, kv_heads, h // kv_heads, d)
     scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(d).astype(jnp.float32)
-    mask = attention_mask(segment_ids, t, k.shape[1])[:, :, None]  # [B, 1, 1, T, S]
-    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
     return out.reshape(b, t, h, d)
+
+
+def xla_attention(q, k, v, segment_ids):
+    return masked_attention(q, k, v, attention_mask(segment_ids, q.shape[1], k.shape[1]))
+
+
+def cached_attention(q, k_cache, v_cache, index, valid):
+    """Decoding against a KV cache of S slots: query t (at slot index + t) sees filled, valid slots s <= index + t."""
+    t, s = q.shape[1], k_cache.shape[1]
+    causal = jnp.arange(s)[None, :] <= index + jnp.arange(t)[:, None]
+    return masked_attention(q, k_cache, v_cache, (causal[None] & valid[:, None, :])[:, None])
 
 
 IMPLS = {"xla": xla_attention}

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_out")
 ATTENTION_IMPLS = ("xla",)  # faster kernels join in the GPU work
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,11 @@ class LlamaConfig:
     param_dtype: str = "float32"
     remat: str = "none"
     attention: str = "xla"
+    # LoRA adapters (0 = none); see xfer_jax/model/lora.py.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = LORA_TARGETS
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -43,6 +49,10 @@ class LlamaConfig:
             raise ValueError(f"remat={self.remat!r}; choose one of {REMAT_POLICIES}")
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"attention={self.attention!r}; choose one of {ATTENTION_IMPLS}")
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # lists from JSON stay hashable
+        unknown = set(self.lora_targets) - set(LORA_TARGETS)
+        if unknown:
+            raise ValueError(f"lora_targets {sorted(unknown)} are not projections; choose from {LORA_TARGETS}")
         for field in ("dtype", "param_dtype"):
             jnp.dtype(getattr(self, field))  # raises on an unknown dtype name
 
@@ -65,7 +75,8 @@ class LlamaConfig:
         return cls(**d)
 
     def num_params(self, include_embedding: bool = True) -> int:
-        """Parameter count; `include_embedding=False` gives N_matmul of the MFU formula (lm_head kept)."""
+        """Base-model parameter count (adapters excluded); `include_embedding=False` gives N_matmul of the MFU
+        formula (lm_head kept)."""
         d, f, L, hd = self.hidden_size, self.intermediate_size, self.num_layers, self.head_dim
         attn = d * hd * (self.num_heads * 2 + self.num_kv_heads * 2)
         per_layer = attn + 3 * d * f + 2 * d

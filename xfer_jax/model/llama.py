@@ -11,7 +11,9 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from xfer_jax.model.attention import attention
+from xfer_jax.model import lora
+from xfer_jax.model.attention import attention, cached_attention
+from xfer_jax.model.lora import PROJECTIONS
 from xfer_jax.model.config import LlamaConfig
 from xfer_jax.parallel.rules import constrain
 
@@ -74,25 +76,43 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos + rotated * sin
 
 
-def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segment_ids):
-    """One pre-norm LLaMA layer on x [B, T, E]; `w` holds this layer's (unstacked) weights."""
-    dtype = jnp.dtype(cfg.dtype)
-    cast = lambda name: w[name].astype(dtype)  # noqa: E731
+def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segment_ids, key=None, cache=None):
+    """One pre-norm LLaMA layer on x [B, T, E]; `w` holds this layer's (unstacked) weights and adapters.
+
+    `key` drives LoRA dropout. `cache` = (k_cache, v_cache, index, valid) decodes against a KV cache and the
+    layer then returns (x, (k_cache, v_cache)) with this step's keys and values written at `index`.
+    """
+    keys = [None] * len(PROJECTIONS) if key is None else list(jax.random.split(key, len(PROJECTIONS)))
+    proj = lambda name, h: lora.project(cfg, w, name, h, keys[list(PROJECTIONS).index(name)])  # noqa: E731
 
     h = rms_norm(x, w["input_layernorm"], cfg.rms_norm_eps)
-    q = constrain(jnp.einsum("bte,ehd->bthd", h, cast("q_proj")), ("batch", "seq", "act_heads", None))
-    k = constrain(jnp.einsum("bte,ekd->btkd", h, cast("k_proj")), ("batch", "seq", "act_kv_heads", None))
-    v = constrain(jnp.einsum("bte,ekd->btkd", h, cast("v_proj")), ("batch", "seq", "act_kv_heads", None))
+    q = constrain(proj("q_proj", h), ("batch", "seq", "act_heads", None))
+    k = constrain(proj("k_proj", h), ("batch", "seq", "act_kv_heads", None))
+    v = constrain(proj("v_proj", h), ("batch", "seq", "act_kv_heads", None))
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    attn = attention(q, k, v, segment_ids, cfg.attention)
+    if cache is None:
+        attn = attention(q, k, v, segment_ids, cfg.attention)
+    else:
+        k_cache, v_cache, index, valid = cache
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
+        attn = cached_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), index, valid)
     attn = checkpoint_name(attn, "attn_out")
-    x = x + constrain(jnp.einsum("bthd,hde->bte", attn, cast("o_proj")), ("batch", "seq", "act_embed"))
+    x = x + constrain(proj("o_proj", attn), ("batch", "seq", "act_embed"))
 
     h = rms_norm(x, w["post_attention_layernorm"], cfg.rms_norm_eps)
-    gate = constrain(jnp.einsum("bte,ef->btf", h, cast("gate_proj")), ("batch", "seq", "act_mlp"))
-    up = constrain(jnp.einsum("bte,ef->btf", h, cast("up_proj")), ("batch", "seq", "act_mlp"))
-    x = x + constrain(jnp.einsum("btf,fe->bte", jax.nn.silu(gate) * up, cast("down_proj")), ("batch", "seq", "act_embed"))
-    return x
+    gate = constrain(proj("gate_proj", h), ("batch", "seq", "act_mlp"))
+    up = constrain(proj("up_proj", h), ("batch", "seq", "act_mlp"))
+    x = x + constrain(proj("down_proj", jax.nn.silu(gate) * up), ("batch", "seq", "act_embed"))
+    return x if cache is None else (x, (k_cache, v_cache))
+
+
+def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> dict:
+    """An empty KV cache: k/v [L, B, S, K, D], the next free slot, and which slots hold real tokens."""
+    shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "index": jnp.zeros((), jnp.int32),
+            "valid": jnp.zeros((batch, max_len), bool)}
 
 
 class DecoderLayers(nnx.Module):
@@ -100,21 +120,42 @@ class DecoderLayers(nnx.Module):
 
     def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
         self.cfg = cfg
-        for name, (shape, axes) in layer_param_specs(cfg).items():
+        base = layer_param_specs(cfg)
+        for name, (shape, axes) in base.items():
             setattr(self, name, _param(rngs, cfg, shape, axes, ones=name in NORMS))
+        if cfg.lora_rank:
+            for name, (shape, axes) in lora.lora_param_specs(cfg, base).items():
+                setattr(self, name, nnx.Param(lora.init_lora(rngs.params(), shape, name), logical_axes=axes))
+        self.names = tuple(name for name in vars(self) if isinstance(getattr(self, name), nnx.Param))
 
-    def __call__(self, x, positions, segment_ids):
+    def _scan(self, body, x, extra):
+        weights = {name: getattr(self, name)[...] for name in self.names}
+        if self.cfg.remat != "none":
+            body = jax.checkpoint(body, policy=_REMAT[self.cfg.remat], prevent_cse=False)
+        return jax.lax.scan(body, x, (weights, extra))
+
+    def __call__(self, x, positions, segment_ids, dropout_key=None):
         cfg = self.cfg
         cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
-        weights = {name: getattr(self, name)[...] for name in layer_param_specs(cfg)}
+        keys = None if dropout_key is None else jax.random.split(dropout_key, cfg.num_layers)
 
-        def body(x, w):
-            return decoder_layer(cfg, w, x, cos, sin, segment_ids), None
+        def body(x, inputs):
+            w, key = inputs
+            return decoder_layer(cfg, w, x, cos, sin, segment_ids, key), None
 
-        if cfg.remat != "none":
-            body = jax.checkpoint(body, policy=_REMAT[cfg.remat], prevent_cse=False)
-        x, _ = jax.lax.scan(body, x, weights)
+        x, _ = self._scan(body, x, keys)
         return x
+
+    def decode(self, x, positions, cache: dict):
+        cfg = self.cfg
+        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
+
+        def body(x, inputs):
+            w, (k_cache, v_cache) = inputs
+            return decoder_layer(cfg, w, x, cos, sin, None, cache=(k_cache, v_cache, cache["index"], cache["valid"]))
+
+        x, (k, v) = self._scan(body, x, (cache["k"], cache["v"]))
+        return x, k, v
 
 
 class Llama(nnx.Module):
@@ -128,20 +169,38 @@ class Llama(nnx.Module):
         if not cfg.tie_word_embeddings:
             self.lm_head = _param(rngs, cfg, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"))
 
-    def hidden_states(self, tokens, positions=None, segment_ids=None):
+    def embed(self, tokens) -> jax.Array:
+        x = jnp.take(self.embed_tokens[...], tokens, axis=0).astype(jnp.dtype(self.cfg.dtype))
+        return constrain(x, ("batch", "seq", "act_embed"))
+
+    def hidden_states(self, tokens, positions=None, segment_ids=None, dropout_key=None):
         """Final-normed hidden states [B, T, E] in the compute dtype (what the loss and LM head consume)."""
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-        x = jnp.take(self.embed_tokens[...], tokens, axis=0).astype(jnp.dtype(self.cfg.dtype))
-        x = constrain(x, ("batch", "seq", "act_embed"))
-        x = self.layers(x, positions, segment_ids)
+        x = self.layers(self.embed(tokens), positions, segment_ids, dropout_key)
         return rms_norm(x, self.norm[...], self.cfg.rms_norm_eps)
+
+    def logits(self, h: jax.Array) -> jax.Array:
+        logits = jnp.einsum("bte,ev->btv", h, self.output_matrix().astype(h.dtype))
+        return constrain(logits, ("batch", "seq", "act_vocab")).astype(jnp.float32)
+
+    def decode(self, tokens, positions, cache: dict, token_valid=None) -> tuple[jax.Array, dict]:
+        """Logits [B, T, V] for T new tokens at cache slots index..index+T-1, and the updated cache.
+
+        `positions` are the tokens' RoPE positions (left-padded prompts count from their first real token);
+        `token_valid` [B, T] marks real tokens (padding is never attended to)."""
+        if token_valid is None:
+            token_valid = jnp.ones(tokens.shape, bool)
+        index = cache["index"]
+        valid = jax.lax.dynamic_update_slice(cache["valid"], token_valid, (0, index))
+        cache = {**cache, "valid": valid}
+        x, k, v = self.layers.decode(self.embed(tokens), positions, cache)
+        h = rms_norm(x, self.norm[...], self.cfg.rms_norm_eps)
+        return self.logits(h), {"k": k, "v": v, "index": index + tokens.shape[1], "valid": valid}
 
     def output_matrix(self) -> jax.Array:
         """The [E, V] output projection (the transposed embedding when tied)."""
         return self.embed_tokens[...].T if self.cfg.tie_word_embeddings else self.lm_head[...]
 
-    def __call__(self, tokens, positions=None, segment_ids=None):
-        h = self.hidden_states(tokens, positions, segment_ids)
-        logits = jnp.einsum("bte,ev->btv", h, self.output_matrix().astype(h.dtype))
-        return constrain(logits, ("batch", "seq", "act_vocab")).astype(jnp.float32)
+    def __call__(self, tokens, positions=None, segment_ids=None, dropout_key=None):
+        return self.logits(self.hidden_states(tokens, positions, segment_ids, dropout_key))

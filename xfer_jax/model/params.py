@@ -47,6 +47,6 @@ def bind(cfg: LlamaConfig, params: dict) -> Llama:
     return nnx.merge(graphdef, state)
 
 
-def apply(cfg: LlamaConfig, params: dict, tokens, positions=None, segment_ids=None) -> jax.Array:
-    """logits [B, T, V] fp32 for token ids [B, T]."""
-    return bind(cfg, params)(jnp.asarray(tokens), positions, segment_ids)
+def apply(cfg: LlamaConfig, params: dict, tokens, positions=None, segment_ids=None, dropout_key=None) -> jax.Array:
+    """logits [B, T, V] fp32 for token ids [B, T]; `dropout_key` turns on LoRA dropout (training)."""
+    return bind(cfg, params)(jnp.asarray(tokens), positions, segment_ids, dropout_key)

@@ -35,6 +35,7 @@ DEFAULT_RULES: tuple = (
     ("head_dim", None),
     ("mlp", "tensor"),
     ("norm", None),
+    ("lora_rank", None),
 )
 
 _RULES = contextvars.ContextVar("xfer_rules", default=DEFAULT_RULES)
