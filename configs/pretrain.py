@@ -54,6 +54,7 @@ def get_config(mixture: str = "mixed") -> ml_collections.ConfigDict:
     c.train.seed = 0
     c.train.grad_accum = 1
     c.train.z_loss = 0.0
+    c.train.loss_chunk = 0  # >0: cross-entropy over sequence chunks of this length, never all fp32 logits at once
     c.train.nan_policy = "skip"  # skip: drop the update and count it; stop: raise naming the step
     c.train.trainable = []  # regexes over parameter paths; empty = all (e.g. ["embed_tokens", "lm_head"])
     c.train.frozen = []

@@ -141,3 +141,16 @@ def test_gradient_accumulation_equals_larger_batch(pretrain_config):
     np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_chunked_loss_equals_full_loss():
+    cfg = get_shape("tiny")
+    rng = np.random.RandomState(0)
+    h = jax.numpy.asarray(rng.standard_normal((2, 32, cfg.hidden_size)), jax.numpy.float32)
+    w = jax.numpy.asarray(rng.standard_normal((cfg.hidden_size, cfg.vocab_size)) * 0.1, jax.numpy.float32)
+    targets = jax.numpy.asarray(rng.randint(0, cfg.vocab_size, size=(2, 32)))
+    full = lambda h, w: step_lib.token_losses(h, w, targets, 0)[0].sum()  # noqa: E731
+    chunked = lambda h, w: step_lib.token_losses(h, w, targets, 8)[0].sum()  # noqa: E731
+    np.testing.assert_allclose(chunked(h, w), full(h, w), rtol=1e-6)
+    for a, b in zip(jax.grad(chunked, (0, 1))(h, w), jax.grad(full, (0, 1))(h, w)):
+        np.testing.assert_allclose(a, b, atol=1e-5)

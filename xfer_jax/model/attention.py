@@ -43,7 +43,13 @@ def cached_attention(q, k_cache, v_cache, index, valid):
     return masked_attention(q, k_cache, v_cache, (causal[None] & valid[:, None, :])[:, None])
 
 
-IMPLS = {"xla": xla_attention}
+def cudnn_attention(q, k, v, segment_ids):
+    """cuDNN's fused flash attention (GPU only): causal, plus a dense same-segment mask for packed rows."""
+    mask = None if segment_ids is None else (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="cudnn")
+
+
+IMPLS = {"xla": xla_attention, "cudnn": cudnn_attention}
 
 
 def attention(q, k, v, segment_ids, impl: str = "xla"):

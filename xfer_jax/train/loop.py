@@ -165,7 +165,8 @@ class Trainer:
         state = self.initial_state()
         start_step = int(state["step"])
         step_kwargs = dict(cfg=self.cfg, tx=self.tx, schedule=self.schedule, mask=self.mask,
-                           accum=config.train.grad_accum, z_loss=config.train.z_loss, num_langs=len(self.languages))
+                           accum=config.train.grad_accum, z_loss=config.train.z_loss, num_langs=len(self.languages),
+                           loss_chunk=config.train.loss_chunk)
         train_step = step_lib.compile_train_step(self.state_shardings, self.batch_sharding, **step_kwargs)
         eval_fn = jax.jit(lambda p, b: step_lib.eval_step(p, b, cfg=self.cfg, num_langs=len(self.languages)))
         eval_sets = pipeline.make_eval_batches(config.data, tokenizer=self.tokenizer) if config.data.heldout else {}

@@ -15,15 +15,38 @@ import optax
 
 from xfer_jax.model import params as model_params
 from xfer_jax.model.config import LlamaConfig
+from xfer_jax.parallel.rules import constrain
 from xfer_jax.train.optim import merge_trainable, split_trainable
 
 
-def loss_sums(cfg: LlamaConfig, params: dict, batch: dict, z_loss: float, num_langs: int) -> dict:
-    """Weighted sums (not means) of the loss terms over a batch, per language too."""
-    logits = model_params.apply(cfg, params, batch["tokens"], batch["positions"], batch["segment_ids"])
+def _nll_and_log_z(h: jax.Array, w_out: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-token -log p(target) and log Z from hidden states, logits in fp32 for this slice only."""
+    logits = jnp.einsum("bte,ev->btv", h, w_out.astype(h.dtype), preferred_element_type=jnp.float32)
+    logits = constrain(logits, ("batch", "seq", "act_vocab"))
     log_z = jax.nn.logsumexp(logits, axis=-1)
-    target_logit = jnp.take_along_axis(logits, batch["targets"][..., None], axis=-1)[..., 0]
-    nll = log_z - target_logit
+    return log_z - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0], log_z
+
+
+def token_losses(h, w_out, targets, chunk: int):
+    """Cross-entropy per token. With `chunk` > 0 the sequence is cut into chunks whose logits are computed,
+    used and recomputed in the backward pass one at a time: the [B, T, V] fp32 logits never exist at once."""
+    t = h.shape[1]
+    if not chunk or chunk >= t or t % chunk:
+        return _nll_and_log_z(h, w_out, targets)
+    n = t // chunk
+    hs = h.reshape(h.shape[0], n, chunk, h.shape[2]).swapaxes(0, 1)
+    ts = targets.reshape(targets.shape[0], n, chunk).swapaxes(0, 1)
+    body = jax.checkpoint(lambda _, x: (None, _nll_and_log_z(x[0], w_out, x[1])), prevent_cse=False)
+    _, (nll, log_z) = jax.lax.scan(body, None, (hs, ts))
+    return nll.swapaxes(0, 1).reshape(targets.shape), log_z.swapaxes(0, 1).reshape(targets.shape)
+
+
+def loss_sums(cfg: LlamaConfig, params: dict, batch: dict, z_loss: float, num_langs: int, loss_chunk: int = 0,
+              dropout_key=None) -> dict:
+    """Weighted sums (not means) of the loss terms over a batch, per language too."""
+    model = model_params.bind(cfg, params)
+    h = model.hidden_states(batch["tokens"], batch["positions"], batch["segment_ids"], dropout_key)
+    nll, log_z = token_losses(h, model.output_matrix(), batch["targets"], loss_chunk)
     w = batch["loss_weights"].astype(jnp.float32)
     lang = jax.nn.one_hot(batch["lang"], num_langs, dtype=jnp.float32) * w[..., None]
     return {
@@ -35,16 +58,17 @@ def loss_sums(cfg: LlamaConfig, params: dict, batch: dict, z_loss: float, num_la
     }
 
 
-def _gradients(cfg, trainable, frozen, batch, accum: int, z_loss: float, num_langs: int):
+def _gradients(cfg, trainable, frozen, batch, accum: int, z_loss: float, num_langs: int, loss_chunk: int):
     """Gradients of the summed objective and the summed loss terms, over `accum` micro-batches."""
     def objective(tr, mb):
-        sums = loss_sums(cfg, merge_trainable(tr, frozen), mb, z_loss, num_langs)
+        sums = loss_sums(cfg, merge_trainable(tr, frozen), mb, z_loss, num_langs, loss_chunk)
         return sums["nll"] + sums["z"], sums
 
     grad_fn = jax.grad(objective, has_aux=True)
     if accum == 1:
         return grad_fn(trainable, batch)
-    micro = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
+    # Micro-batch i takes rows i, i+accum, ...: every device holds a share of every micro-batch.
+    micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1), batch)
 
     def body(carry, mb):
         grads, sums = grad_fn(trainable, mb)
@@ -52,16 +76,18 @@ def _gradients(cfg, trainable, frozen, batch, accum: int, z_loss: float, num_lan
 
     zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                              jax.eval_shape(lambda: loss_sums(cfg, merge_trainable(trainable, frozen),
-                                                              jax.tree.map(lambda x: x[0], micro), z_loss, num_langs)))
+                                                              jax.tree.map(lambda x: x[0], micro), z_loss, num_langs,
+                                                              loss_chunk)))
     zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), trainable)
     (grads, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
     return grads, sums
 
 
 def train_step(state: dict, batch: dict, *, cfg: LlamaConfig, tx: optax.GradientTransformation, schedule,
-               mask: dict, accum: int = 1, z_loss: float = 0.0, num_langs: int = 1) -> tuple[dict, dict]:
+               mask: dict, accum: int = 1, z_loss: float = 0.0, num_langs: int = 1, loss_chunk: int = 0
+               ) -> tuple[dict, dict]:
     trainable, frozen = split_trainable(state["params"], mask)
-    grads, sums = _gradients(cfg, trainable, frozen, batch, accum, z_loss, num_langs)
+    grads, sums = _gradients(cfg, trainable, frozen, batch, accum, z_loss, num_langs, loss_chunk)
     weight = jnp.maximum(sums["weight"], 1.0)
     grads = jax.tree.map(lambda g: g.astype(jnp.float32) / weight, grads)
     grad_norm = optax.global_norm(grads)
