@@ -8,7 +8,7 @@ Public API:
       batch axis) each batch is a dict of jax.Arrays of global shape [batch_size, seq_len] assembled with
       `jax.make_array_from_process_local_data`; without it, a dict of this process's numpy arrays.
       `.get_state()` / `.set_state()`, `.save_args()` / `.restore_args()` (Orbax composite items),
-      `.metrics()` (skipped bad input, documents per source), `.close()`.
+      `.metrics()` (skipped bad input by kind, documents in use per language), `.close()`.
   make_eval_batches(data_cfg, *, tokenizer=None, batch_size=None) -> dict[str, EvalSet]
       The held-out sources per language, packed and batched deterministically (no shuffling), with the
       document/character/token counts needed for bits per character.
@@ -114,7 +114,7 @@ def _source_dataset(spec, index, data_cfg, builder, issues, seed) -> tuple[grain
     examples = docs.shuffle(seed=_source_seed(seed, index, 2)).repeat().map(builder)
     read = grain.ReadOptions(num_threads=data_cfg.read_threads, prefetch_buffer_size=data_cfg.read_buffer)
     stream = grain.experimental.FlatMapIterDataset(examples.to_iter_dataset(read), _Flatten())
-    return stream, len(table)
+    return stream, len(chosen)
 
 
 class Subset:

@@ -8,6 +8,7 @@ Text and JSON files and Parquet are read here; the ArrayRecord-based formats in 
 """
 from __future__ import annotations
 
+import array
 import json
 import mmap
 import re
@@ -29,7 +30,7 @@ class LineTable:
         self._json = spec.format != "text"
         self._parse = parse
         self._paths, self._blobs, self._maps = [], {}, {}
-        file_ids, starts, ends = [], [], []
+        file_ids, starts, ends = array.array("i"), array.array("q"), array.array("q")  # 8 bytes a document
         for path in files:
             try:
                 with open(path, "rb") as f:
@@ -55,9 +56,9 @@ class LineTable:
                 file_ids.append(file_id)
                 starts.append(start)
                 ends.append(end)
-        self._file_ids = np.asarray(file_ids, np.int32)
-        self._starts = np.asarray(starts, np.int64)
-        self._ends = np.asarray(ends, np.int64)
+        self._file_ids = np.frombuffer(file_ids, np.int32)
+        self._starts = np.frombuffer(starts, np.int64)
+        self._ends = np.frombuffer(ends, np.int64)
 
     @staticmethod
     def _spans(data: bytes, split: str, where):
@@ -114,7 +115,7 @@ class ParquetTable:
         import pyarrow.parquet as pq
 
         self._parse, self._paths, self._columns, self._cache = parse, [], [], {}
-        locations = []
+        locations = array.array("q")  # (file, row group, row) per valid document
         for path in files:
             try:
                 parquet = pq.ParquetFile(path)
@@ -137,8 +138,8 @@ class ParquetTable:
                     except BadRecord as e:
                         issues.report(e.kind, f"{path}: row group {group} row {row}", str(e))
                         continue
-                    locations.append((file_id, group, row))
-        self._locations = np.asarray(locations, np.int64).reshape(-1, 3)
+                    locations.extend((file_id, group, row))
+        self._locations = np.frombuffer(locations, np.int64).reshape(-1, 3)
 
     def _rows(self, file_id: int, group: int) -> list[dict]:
         key = (file_id, group)

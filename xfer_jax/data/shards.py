@@ -5,6 +5,7 @@ reads by index; the ArrayRecord readers are opened lazily in each process by Gra
 """
 from __future__ import annotations
 
+import array
 import json
 import pathlib
 
@@ -27,7 +28,7 @@ class ArrayRecordTable:
         from array_record.python import array_record_module
 
         self._json, self._parse = bool(spec.text_field), parse
-        readable, keep, offset = [], [], 0
+        readable, keep, offset = [], array.array("q"), 0
         for path in files:
             try:
                 reader = array_record_module.ArrayRecordReader(path)
@@ -51,7 +52,7 @@ class ArrayRecordTable:
             reader.close()
             offset += count
         self._source = grain.sources.ArrayRecordDataSource(readable) if readable else []
-        self._keep = np.asarray(keep, np.int64)
+        self._keep = np.frombuffer(keep, np.int64)
 
     def _decode(self, raw: bytes):
         return self._parse(decode_json(raw) if self._json else decode_utf8(raw))
@@ -69,7 +70,7 @@ class TfdsTable:
     def __init__(self, spec: SourceSpec, parse, issues: InputIssues, validate):
         self._name, self._split, self._data_dir = spec.path, spec.tfds_split, spec.tfds_data_dir or None
         self._parse, self._source = parse, None
-        keep = []
+        keep = array.array("q")
         for i in range(len(self._records())):
             try:
                 doc = parse(self._records()[i])
@@ -79,7 +80,7 @@ class TfdsTable:
                 issues.report(e.kind, f"tfds:{self._name}[{self._split}] record {i}", str(e))
                 continue
             keep.append(i)
-        self._keep = np.asarray(keep, np.int64)
+        self._keep = np.frombuffer(keep, np.int64)
 
     def _records(self):
         if self._source is None:
