@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from xfer_jax.data.issues import BadRecord, InputIssues
+from xfer_jax.data.issues import BadInputError, BadRecord, InputIssues
 from xfer_jax.data.records import decode_json, decode_utf8, record_parser
 from xfer_jax.data.shards import ArrayRecordTable, TfdsTable, TokenShards
 from xfer_jax.data.sources import SourceSpec, source_files
@@ -112,34 +112,46 @@ class ParquetTable:
     CACHED_ROW_GROUPS = 4
 
     def __init__(self, files: list[str], parse, fields, issues: InputIssues, validate):
-        import pyarrow.parquet as pq
-
         self._parse, self._paths, self._columns, self._cache = parse, [], [], {}
         locations = array.array("q")  # (file, row group, row) per valid document
         for path in files:
             try:
-                parquet = pq.ParquetFile(path)
+                columns, kept = self._scan(path, parse, fields, issues, validate)
+            except BadInputError:
+                raise
             except Exception as e:  # pyarrow raises OSError or ArrowInvalid on unreadable/corrupt files
                 issues.report("unreadable_file", path, str(e))
                 continue
-            columns = [c for c in fields if c in parquet.schema_arrow.names]
             if not columns:
-                issues.report("missing_field", path, f"no column of {fields} (columns: {parquet.schema_arrow.names})")
                 continue
-            file_id = len(self._paths)
+            for group, row in kept:
+                locations.extend((len(self._paths), group, row))
             self._paths.append(path)
             self._columns.append(columns)
-            for group in range(parquet.num_row_groups):
-                for row, record in enumerate(parquet.read_row_group(group, columns=columns).to_pylist()):
-                    try:
-                        doc = parse(record)
-                        if validate:
-                            validate(doc)
-                    except BadRecord as e:
-                        issues.report(e.kind, f"{path}: row group {group} row {row}", str(e))
-                        continue
-                    locations.extend((file_id, group, row))
         self._locations = np.frombuffer(locations, np.int64).reshape(-1, 3)
+
+    @staticmethod
+    def _scan(path, parse, fields, issues, validate) -> tuple[list[str], list[tuple[int, int]]]:
+        """(columns read, (row group, row) of each good record); raises if the file cannot be read to its end."""
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        columns = [c for c in fields if c in parquet.schema_arrow.names]
+        if not columns:
+            issues.report("missing_field", path, f"no column of {fields} (columns: {parquet.schema_arrow.names})")
+            return [], []
+        kept = []
+        for group in range(parquet.num_row_groups):
+            for row, record in enumerate(parquet.read_row_group(group, columns=columns).to_pylist()):
+                try:
+                    doc = parse(record)
+                    if validate:
+                        validate(doc)
+                except BadRecord as e:
+                    issues.report(e.kind, f"{path}: row group {group} row {row}", str(e))
+                    continue
+                kept.append((group, row))
+        return columns, kept
 
     def _rows(self, file_id: int, group: int) -> list[dict]:
         key = (file_id, group)

@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from xfer_jax.data.issues import BadRecord, InputIssues
+from xfer_jax.data.issues import BadInputError, BadRecord, InputIssues
 from xfer_jax.data.records import decode_json, decode_utf8
 from xfer_jax.data.sources import SourceSpec
 
@@ -25,34 +25,43 @@ class ArrayRecordTable:
 
     def __init__(self, spec: SourceSpec, files: list[str], parse, issues: InputIssues, validate):
         import grain
-        from array_record.python import array_record_module
 
         self._json, self._parse = bool(spec.text_field), parse
         readable, keep, offset = [], array.array("q"), 0
         for path in files:
             try:
-                reader = array_record_module.ArrayRecordReader(path)
-                if not reader.ok():
-                    raise OSError("not a readable ArrayRecord file")
-                count = reader.num_records()
-            except Exception as e:  # the C++ reader raises RuntimeError/ValueError on bad files
+                count, kept = self._scan(path, issues, validate)
+            except BadInputError:
+                raise
+            except Exception as e:  # the C++ reader raises RuntimeError/ValueError on bad or truncated files
                 issues.report("unreadable_file", path, str(e))
                 continue
             readable.append(path)
-            for chunk in range(0, count, self.SCAN_CHUNK):
-                for i, raw in enumerate(reader.read(chunk, min(count, chunk + self.SCAN_CHUNK)), chunk):
-                    try:
-                        doc = self._decode(raw)
-                        if validate:
-                            validate(doc)
-                    except BadRecord as e:
-                        issues.report(e.kind, f"{path}: record {i}", str(e))
-                        continue
-                    keep.append(offset + i)
-            reader.close()
+            keep.extend(offset + i for i in kept)
             offset += count
         self._source = grain.sources.ArrayRecordDataSource(readable) if readable else []
         self._keep = np.frombuffer(keep, np.int64)
+
+    def _scan(self, path: str, issues: InputIssues, validate) -> tuple[int, array.array]:
+        """(records in the file, indices of the good ones); raises if the file cannot be read to its end."""
+        from array_record.python import array_record_module
+
+        reader = array_record_module.ArrayRecordReader(path)
+        if not reader.ok():
+            raise OSError("not a readable ArrayRecord file")
+        count, kept = reader.num_records(), array.array("q")
+        for chunk in range(0, count, self.SCAN_CHUNK):
+            for i, raw in enumerate(reader.read(chunk, min(count, chunk + self.SCAN_CHUNK)), chunk):
+                try:
+                    doc = self._decode(raw)
+                    if validate:
+                        validate(doc)
+                except BadRecord as e:
+                    issues.report(e.kind, f"{path}: record {i}", str(e))
+                    continue
+                kept.append(i)
+        reader.close()
+        return count, kept
 
     def _decode(self, raw: bytes):
         return self._parse(decode_json(raw) if self._json else decode_utf8(raw))
