@@ -99,3 +99,20 @@ def test_cli_dispatch(monkeypatch):
     monkeypatch.setattr(fetch, "main", lambda argv: seen.append(argv) or 0)
     assert cli.main(["fetch", "--languages", "zh"]) == 0 and seen == [["--languages", "zh"]]
     assert cli.main(["nonsense"]) == 2
+
+
+def test_cli_reads_sources_from_a_config_file(small_corpus, llama_tokenizer, tmp_path):
+    config = tmp_path / "tiny.py"
+    config.write_text(
+        "from xfer_jax.data.pipeline import default_data_config\n"
+        "import ml_collections\n"
+        "def get_config(lang='zh'):\n"
+        "    c = ml_collections.ConfigDict()\n"
+        "    c.data = default_data_config()\n"
+        f"    c.data.tokenizer = {str(llama_tokenizer)!r}\n"
+        f"    c.data.sources = [dict(lang=lang, path={str(small_corpus)!r} + f'/{{lang}}.txt')]\n"
+        "    return c\n"
+    )
+    assert cli.main(["tokenize", "--out", str(tmp_path / "out"), "--config", f"{config}:fr"]) == 0
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert list(stats["languages"]) == ["fr"] and stats["languages"]["fr"]["documents"] == 150
