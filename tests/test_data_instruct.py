@@ -140,3 +140,15 @@ def test_instruction_data_refuses_concat_packing(tmp_path, llama_tokenizer, toke
     cfg = make_config([dict(lang="zh", path=str(path), format="alpaca")], llama_tokenizer, packing="concat")
     with pytest.raises(ValueError, match="first_fit"):
         pipeline.make_train_iterator(cfg, tokenizer=tokenizer)
+
+
+def test_custom_template_from_config():
+    cfg = pipeline.default_data_config().instruct
+    cfg.prompt, cfg.system = "{system}Q: {user}\nA:", "Answer in one line."
+    assert instruct.template_from_config(cfg).prompt_text("hi", None, True) == "Answer in one line.\n\nQ: hi\nA:"
+    cfg.prompt = "Q: {question}\nA:"
+    with pytest.raises(ValueError, match="bad placeholder 'question'"):
+        instruct.template_from_config(cfg)
+    cfg.prompt = "{system} A:"
+    with pytest.raises(ValueError, match="no {user} placeholder"):
+        instruct.template_from_config(cfg)

@@ -132,7 +132,14 @@ def template_from_config(cfg) -> ChatTemplate:
         field: cfg[key] for field, key in
         (("prompt", "prompt"), ("system_format", "system_format"), ("default_system", "system")) if cfg[key]
     }
-    return dataclasses.replace(template, **overrides)
+    template = dataclasses.replace(template, **overrides)
+    try:
+        rendered = template.prompt_text("\0user\0", "\0system\0", first_turn=True)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"data.instruct prompt/system_format: bad placeholder {e}; use only {{system}} and {{user}}") from None
+    if "\0user\0" not in rendered:
+        raise ValueError(f"data.instruct.prompt={template.prompt!r} has no {{user}} placeholder")
+    return template
 
 
 def encode_conversation(

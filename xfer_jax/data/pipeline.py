@@ -56,7 +56,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     cfg.packing = "first_fit"  # 'first_fit' | 'concat'
     cfg.packing_bins = 64  # rows filled at a time by first-fit (more: less padding, more mixing)
     cfg.mix_unit = "tokens"  # source weights hold in 'tokens' or in 'documents'
-    cfg.add_bos = True
+    cfg.add_bos = True  # text documents; instruction templates place their own BOS/EOS
     cfg.add_eos = True
     cfg.seed = 0
     cfg.worker_count = 0  # grain worker processes (mp_prefetch); 0 = in the training process
