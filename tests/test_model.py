@@ -110,3 +110,10 @@ def test_remat_policies_change_memory_not_results(policy):
     ref, out = loss(cfg)(params), loss(cfg.replace(remat=policy))(params)
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(out)):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_unrolled_layers_equal_scanned():
+    cfg = get_shape("tiny")
+    params = model_params.init_params(cfg, seed=6)
+    np.testing.assert_allclose(model_params.apply(cfg.replace(scan_layers=False), params, TOKENS),
+                               model_params.apply(cfg, params, TOKENS), atol=1e-6)

@@ -10,7 +10,12 @@ VERBS = {
     "convert": ("xfer_jax.convert.cli", "HF <-> Orbax checkpoint conversion"),
     "data": ("xfer_jax.data.cli", "fetch corpora, tokenise sources into ArrayRecord shards"),
     "train": ("xfer_jax.train.cli", "further pretraining / training on any mesh (ml_collections config)"),
+    "bench": ("xfer_jax.train.bench", "time the train step on synthetic tokens (tokens/s, TFLOP/s, MFU)"),
+    "vocab": ("xfer_jax.vocab.cli", "vocabulary extension: train, merge, extend a checkpoint, report efficiency"),
     "parity": ("xfer_jax.convert.parity", "random tiny LLaMA -> HF export -> transformers logit parity"),
+    "sweep": ("xfer_jax.sweep_cli", "time the train step over meshes x shapes x batches (CSV, plots); --plan: memory"),
+    "eval": ("xfer_jax.eval.cli", "ppl/bits per char, exams, generation, code-switching, judge (JSON + Markdown report)"),
+    "serve": ("xfer_jax.eval.serve", "a checkpoint behind the OpenAI chat API (/v1/chat/completions)"),
 }
 
 

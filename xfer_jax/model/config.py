@@ -34,6 +34,7 @@ class LlamaConfig:
     param_dtype: str = "float32"
     remat: str = "none"
     attention: str = "xla"
+    scan_layers: bool = True
     # LoRA adapters (0 = none); see xfer_jax/model/lora.py.
     lora_rank: int = 0
     lora_alpha: float = 16.0

@@ -129,10 +129,18 @@ class DecoderLayers(nnx.Module):
         self.names = tuple(name for name in vars(self) if isinstance(getattr(self, name), nnx.Param))
 
     def _scan(self, body, x, extra):
+        """`lax.scan` over layers (compile time flat in depth), or a Python loop when `scan_layers` is off
+        (XLA then schedules across layers and keeps no stacked per-layer residual buffers)."""
         weights = {name: getattr(self, name)[...] for name in self.names}
         if self.cfg.remat != "none":
             body = jax.checkpoint(body, policy=_REMAT[self.cfg.remat], prevent_cse=False)
-        return jax.lax.scan(body, x, (weights, extra))
+        if self.cfg.scan_layers:
+            return jax.lax.scan(body, x, (weights, extra))
+        outputs = []
+        for i in range(self.cfg.num_layers):
+            x, out = body(x, jax.tree.map(lambda a: a[i], (weights, extra)))
+            outputs.append(out)
+        return x, jax.tree.map(lambda *a: jnp.stack(a), *outputs) if outputs[0] is not None else None
 
     def __call__(self, x, positions, segment_ids, dropout_key=None):
         cfg = self.cfg

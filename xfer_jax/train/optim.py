@@ -79,7 +79,7 @@ def decay_mask(trainable: dict, decay_embeddings: bool) -> dict:
 
 
 def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int, trainable: dict) -> optax.GradientTransformation:
-    moment_dtype = None if optim.moment_dtype == "float32" else jnp.dtype(optim.moment_dtype)
+    moment_dtype = jnp.dtype(optim.moment_dtype)  # explicit, so bf16 parameters still keep fp32 first moments
     parts = []
     if optim.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(optim.clip_norm))

@@ -20,8 +20,11 @@ from xfer_jax.train.optim import merge_trainable, split_trainable
 
 
 def _nll_and_log_z(h: jax.Array, w_out: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-token -log p(target) and log Z from hidden states, logits in fp32 for this slice only."""
-    logits = jnp.einsum("bte,ev->btv", h, w_out.astype(h.dtype), preferred_element_type=jnp.float32)
+    """Per-token -log p(target) and log Z from hidden states, logits in fp32 for this slice only.
+
+    The matmul runs in the compute dtype and its result is upcast, so the backward matmuls take a
+    compute-dtype cotangent too (an fp32 one would turn both into fp32 GEMMs)."""
+    logits = jnp.einsum("bte,ev->btv", h, w_out.astype(h.dtype)).astype(jnp.float32)
     logits = constrain(logits, ("batch", "seq", "act_vocab"))
     log_z = jax.nn.logsumexp(logits, axis=-1)
     return log_z - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0], log_z
@@ -45,7 +48,8 @@ def loss_sums(cfg: LlamaConfig, params: dict, batch: dict, z_loss: float, num_la
               dropout_key=None) -> dict:
     """Weighted sums (not means) of the loss terms over a batch, per language too."""
     model = model_params.bind(cfg, params)
-    h = model.hidden_states(batch["tokens"], batch["positions"], batch["segment_ids"], dropout_key)
+    # A batch without segment_ids holds one sequence per row: plain causal attention, no mask to build.
+    h = model.hidden_states(batch["tokens"], batch["positions"], batch.get("segment_ids"), dropout_key)
     nll, log_z = token_losses(h, model.output_matrix(), batch["targets"], loss_chunk)
     w = batch["loss_weights"].astype(jnp.float32)
     lang = jax.nn.one_hot(batch["lang"], num_langs, dtype=jnp.float32) * w[..., None]
@@ -58,20 +62,22 @@ def loss_sums(cfg: LlamaConfig, params: dict, batch: dict, z_loss: float, num_la
     }
 
 
-def _gradients(cfg, trainable, frozen, batch, accum: int, z_loss: float, num_langs: int, loss_chunk: int):
+def _gradients(cfg, trainable, frozen, batch, accum: int, z_loss: float, num_langs: int, loss_chunk: int, key=None):
     """Gradients of the summed objective and the summed loss terms, over `accum` micro-batches."""
-    def objective(tr, mb):
-        sums = loss_sums(cfg, merge_trainable(tr, frozen), mb, z_loss, num_langs, loss_chunk)
+    def objective(tr, mb, k):
+        sums = loss_sums(cfg, merge_trainable(tr, frozen), mb, z_loss, num_langs, loss_chunk, k)
         return sums["nll"] + sums["z"], sums
 
     grad_fn = jax.grad(objective, has_aux=True)
     if accum == 1:
-        return grad_fn(trainable, batch)
+        return grad_fn(trainable, batch, key)
     # Micro-batch i takes rows i, i+accum, ...: every device holds a share of every micro-batch.
     micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1), batch)
 
-    def body(carry, mb):
-        grads, sums = grad_fn(trainable, mb)
+    keys = None if key is None else jax.random.split(key, accum)
+
+    def body(carry, inputs):
+        grads, sums = grad_fn(trainable, *inputs)
         return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
     zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
@@ -79,17 +85,20 @@ def _gradients(cfg, trainable, frozen, batch, accum: int, z_loss: float, num_lan
                                                               jax.tree.map(lambda x: x[0], micro), z_loss, num_langs,
                                                               loss_chunk)))
     zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), trainable)
-    (grads, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
+    (grads, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), (micro, keys))
     return grads, sums
 
 
 def train_step(state: dict, batch: dict, *, cfg: LlamaConfig, tx: optax.GradientTransformation, schedule,
-               mask: dict, accum: int = 1, z_loss: float = 0.0, num_langs: int = 1, loss_chunk: int = 0
-               ) -> tuple[dict, dict]:
+               mask: dict, accum: int = 1, z_loss: float = 0.0, num_langs: int = 1, loss_chunk: int = 0,
+               dropout_key=None) -> tuple[dict, dict]:
+    """One update. LoRA dropout draws from `dropout_key` folded with the step: a resumed run draws the same masks."""
     trainable, frozen = split_trainable(state["params"], mask)
-    grads, sums = _gradients(cfg, trainable, frozen, batch, accum, z_loss, num_langs, loss_chunk)
+    key = None if dropout_key is None else jax.random.fold_in(dropout_key, state["step"])
+    grads, sums = _gradients(cfg, trainable, frozen, batch, accum, z_loss, num_langs, loss_chunk, key)
     weight = jnp.maximum(sums["weight"], 1.0)
-    grads = jax.tree.map(lambda g: g.astype(jnp.float32) / weight, grads)
+    # Gradients reach the optimizer in each parameter's own dtype (fp32 master weights keep fp32 gradients).
+    grads = jax.tree.map(lambda g, p: (g.astype(jnp.float32) / weight).astype(p.dtype), grads, trainable)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], trainable)
     new_trainable = optax.apply_updates(trainable, updates)
