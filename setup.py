@@ -27,7 +27,8 @@ setup(
     ],
     extras_require={
         # torch is pinned to the CPU wheel: any other spec pulls GBs of CUDA.
-        "test": ["torch==2.13.0", "transformers>=4.45", "pytest>=8", "pytest-xdist"],
+        # peft (with accelerate) loads the exported LoRA adapters in tests; torch stays pinned above.
+        "test": ["torch==2.13.0", "transformers>=4.45", "pytest>=8", "pytest-xdist", "peft>=0.13"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },

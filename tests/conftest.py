@@ -33,6 +33,14 @@ def llama_tokenizer() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def instruct_dir() -> pathlib.Path:
+    """Real instruction pairs (chatterbot-corpus, BSD) as BELLE / Bactrian-X JSONL per language (cached)."""
+    from xfer_jax.data import instruct_fetch
+
+    return instruct_fetch.fetch_instruct(CACHE / "instruct")
+
+
+@pytest.fixture(scope="session")
 def small_tokenizer(corpus_dir, tmp_path_factory) -> pathlib.Path:
     """A 2,000-piece BPE sentencepiece model trained on the real en+zh corpus: small logits, fast tests."""
     import sentencepiece as spm

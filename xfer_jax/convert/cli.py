@@ -1,8 +1,9 @@
-"""`xfer convert hf-to-orbax --hf_dir DIR --out DIR` and `xfer convert orbax-to-hf --ckpt DIR --out DIR`."""
+"""`xfer convert hf-to-orbax --hf_dir DIR --out DIR`, `xfer convert orbax-to-hf --ckpt DIR --out DIR [--merge_lora]`,
+`xfer convert orbax-to-peft --ckpt DIR --out DIR [--base_out DIR]`."""
 import argparse
 import sys
 
-from xfer_jax.convert import hf
+from xfer_jax.convert import hf, peft
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError)
 
@@ -23,6 +24,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="dtype of the exported weights (default: the checkpoint's)")
     b.add_argument("--max_shard_gb", type=float, default=5.0, help="largest safetensors shard, in GB")
+    b.add_argument("--merge_lora", action="store_true",
+                   help="merge LoRA adapters into the weights (W + alpha/r·A·B); required for a checkpoint with adapters")
+    c = sub.add_parser("orbax-to-peft", help="export a checkpoint's LoRA adapters in PEFT format")
+    c.add_argument("--ckpt", required=True, help="xfer_jax checkpoint directory with LoRA adapters")
+    c.add_argument("--out", required=True, help="directory for adapter_config.json and adapter_model.safetensors")
+    c.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    c.add_argument("--base_out", default=None, help="also write the base model (weights without adapters) here")
+    c.add_argument("--base_model", default=None, help="adapter_config's base_model_name_or_path (default: --base_out)")
+    c.add_argument("--modules_to_save", default=None,
+                   help="comma-separated fully trained modules (embed_tokens,lm_head); default: from the checkpoint meta")
     return p
 
 
@@ -31,9 +42,13 @@ def main(argv: list[str]) -> int:
     try:
         if args.direction == "hf-to-orbax":
             hf.hf_to_orbax(args.hf_dir, args.out, param_dtype=args.param_dtype, overwrite=args.overwrite)
-        else:
+        elif args.direction == "orbax-to-hf":
             hf.orbax_to_hf(args.ckpt, args.out, dtype=args.dtype, step=args.step,
-                           max_shard_bytes=int(args.max_shard_gb * 1e9))
+                           max_shard_bytes=int(args.max_shard_gb * 1e9), merge_lora=args.merge_lora)
+        else:
+            modules = None if args.modules_to_save is None else [m for m in args.modules_to_save.split(",") if m]
+            peft.orbax_to_peft(args.ckpt, args.out, step=args.step, base_out=args.base_out,
+                               modules_to_save=modules, base_model=args.base_model)
     except USER_ERRORS as e:
         print(f"xfer convert: error: {e}", file=sys.stderr)
         return 1

@@ -14,12 +14,13 @@ import pathlib
 import shutil
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from xfer_jax import checkpoint
 from xfer_jax.convert.safetensors_io import SafetensorsFile, write_shard
-from xfer_jax.model import params as model_params
+from xfer_jax.model import lora_params, params as model_params
 from xfer_jax.model.config import LlamaConfig
 
 # our name -> (HF name, number of our leading axes that are the matmul input; None = same layout)
@@ -236,9 +237,29 @@ def _progress(log, done: int, total: int, start: float, name: str, unit: str = "
 
 
 def orbax_to_hf(ckpt_dir, out_dir, *, dtype: str | None = None, step: int | None = None,
-                max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, log=print) -> pathlib.Path:
-    """Export an xfer_jax checkpoint as an HF directory that transformers loads (weights, config, tokenizer)."""
+                max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, merge_lora: bool = False, log=print) -> pathlib.Path:
+    """Export an xfer_jax checkpoint as an HF directory that transformers loads (weights, config, tokenizer).
+
+    LoRA adapters have no place in a LlamaForCausalLM: `merge_lora` writes W + (alpha/r)·A·B; without it a
+    checkpoint that carries adapters is refused (xfer_jax.convert.peft exports them in PEFT's format)."""
     cfg, params = checkpoint.load_params(ckpt_dir, step=step)
+    if cfg.lora_rank:
+        if not merge_lora:
+            raise ValueError(
+                f"{ckpt_dir} carries LoRA adapters (rank {cfg.lora_rank}, alpha {cfg.lora_alpha}, on "
+                f"{', '.join(cfg.lora_targets)}), which a Hugging Face LlamaForCausalLM cannot hold: pass --merge_lora "
+                f"to write merged full weights, or export the adapters in PEFT format with `xfer convert orbax-to-peft "
+                f"--ckpt {ckpt_dir} --out ADAPTER_DIR --base_out BASE_DIR`")
+        log(f"merging the rank-{cfg.lora_rank} LoRA adapters into {', '.join(cfg.lora_targets)}")
+        cfg, params = lora_params.merge(cfg, params)
+        params = jax.tree.map(np.asarray, params)
+    return write_hf(cfg, params, out_dir, tokenizer=checkpoint.tokenizer_path(ckpt_dir), dtype=dtype,
+                    max_shard_bytes=max_shard_bytes, log=log)
+
+
+def write_hf(cfg: LlamaConfig, params: dict, out_dir, *, tokenizer: pathlib.Path | None = None, dtype: str | None = None,
+             max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, log=print) -> pathlib.Path:
+    """Write `params` (host arrays of a model without adapters) as an HF directory."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     out_dtype = np.dtype(params["embed_tokens"].dtype) if dtype is None else np_dtype(dtype)
@@ -269,7 +290,6 @@ def orbax_to_hf(ckpt_dir, out_dir, *, dtype: str | None = None, step: int | None
     if cfg.pad_token_id is not None:
         generation["pad_token_id"] = cfg.pad_token_id
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2))
-    tokenizer = checkpoint.tokenizer_path(ckpt_dir)
     if tokenizer is not None:
         write_tokenizer_files(tokenizer, out, cfg.max_position_embeddings)
     log(f"wrote {out}: {len(shards)} shard(s), {total / 1e9:.3f} GB, {out_dtype.name}"

@@ -30,7 +30,7 @@ from xfer_jax.parallel import mesh as mesh_lib
 from xfer_jax.parallel import rules as rules_lib
 from xfer_jax.parallel.sharding import init_sharded, param_shardings
 from xfer_jax.train import metrics as metrics_lib
-from xfer_jax.train import optim, state as state_lib, step as step_lib
+from xfer_jax.train import lora_setup, optim, state as state_lib, step as step_lib
 
 RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention")
 
@@ -45,13 +45,14 @@ class Interrupted(Exception):
 
 
 def model_config(config, tokenizer: Tokenizer) -> LlamaConfig:
-    """Shape from `init_from`'s checkpoint or from `model.shape`; how to run it from `model.*`."""
+    """Shape from `init_from`'s checkpoint or from `model.shape`; how to run it and its LoRA from `model.*`."""
     run = {f: config.model[f] for f in RUN_FIELDS}
     if config.init_from:
         cfg = LlamaConfig.from_dict(checkpoint.read_meta(config.init_from)["model"]).replace(**run)
     else:
         vocab = config.model.vocab_size or tokenizer.vocab_size
         cfg = get_shape(config.model.shape, vocab_size=vocab, **run)
+    cfg = cfg.replace(**lora_setup.lora_fields(config.model))
     if tokenizer.vocab_size > cfg.vocab_size:
         raise ValueError(f"data.tokenizer has {tokenizer.vocab_size} pieces but the model's vocabulary is "
                          f"{cfg.vocab_size}; extend the model (`xfer vocab extend`) or set model.vocab_size")
@@ -95,6 +96,7 @@ class Trainer:
         self.schedule = optim.learning_rate(config.optim, config.train.steps)
         self.state_shardings = state_lib.state_shardings(self.param_shardings, abstract, self.tx, self.mask, self.mesh)
         self.abstract_state = state_lib.abstract_state(abstract, self.tx, self.mask, self.state_shardings)
+        self.sizes = lora_setup.state_report(self.abstract_state, self.mask)
         batch_spec = rules_lib.spec_for(("batch", "seq"), (config.data.batch_size, config.data.seq_len),
                                         dict(self.mesh.shape), self.rules)
         self.batch_sharding = NamedSharding(self.mesh, batch_spec)
@@ -112,7 +114,8 @@ class Trainer:
         run = {f: getattr(self.cfg, f) for f in RUN_FIELDS}
         with jax.set_mesh(self.mesh), rules_lib.use_rules(self.rules):
             if self.config.init_from:
-                _, params = checkpoint.load_params(self.config.init_from, shardings=self.param_shardings, **run)
+                params = lora_setup.initial_params(self.config.init_from, self.cfg, self.mesh, self.rules,
+                                                   self.config.train.seed, **run)
                 print(f"initialised from {self.config.init_from}")
             else:
                 params = init_sharded(self.cfg, self.mesh, self.config.train.seed, self.rules)
@@ -135,6 +138,7 @@ class Trainer:
 
     def save(self, state: dict, step: int, force: bool = False) -> None:
         meta = checkpoint.meta_dict(self.cfg, step, skipped=int(state["skipped"]), languages=self.languages,
+                                    trainable=lora_setup.trainable_paths(self.mask),
                                     config=json.loads(self.config.to_json_best_effort()))
         self.manager.save(step, force=force, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state["params"]),
@@ -166,12 +170,14 @@ class Trainer:
         start_step = int(state["step"])
         step_kwargs = dict(cfg=self.cfg, tx=self.tx, schedule=self.schedule, mask=self.mask,
                            accum=config.train.grad_accum, z_loss=config.train.z_loss, num_langs=len(self.languages),
-                           loss_chunk=config.train.loss_chunk)
+                           loss_chunk=config.train.loss_chunk,
+                           dropout_key=lora_setup.dropout_key(self.cfg, config.train.seed))
         train_step = step_lib.compile_train_step(self.state_shardings, self.batch_sharding, **step_kwargs)
         eval_fn = jax.jit(lambda p, b: step_lib.eval_step(p, b, cfg=self.cfg, num_langs=len(self.languages)))
         eval_sets = pipeline.make_eval_batches(config.data, tokenizer=self.tokenizer) if config.data.heldout else {}
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         tokens_per_step = config.data.batch_size * config.data.seq_len
+        print(lora_setup.format_report(self.sizes))
         bar = tqdm(total=total, initial=start_step, desc="train", unit="step", disable=not config.train.progress_bar)
         last = {}
         try:
@@ -215,7 +221,7 @@ class Trainer:
         record = {"loss": float(m["loss"]), "ppl": math.exp(min(float(m["loss"]), 50.0)),
                   "z_loss": float(m["z_loss"]), "grad_norm": float(m["grad_norm"]), "lr": float(m["lr"]),
                   "target_tokens": float(m["tokens"]), "step_time_s": seconds, "skipped_updates": skipped,
-                  "compile_step": compiling}
+                  "compile_step": compiling, **(self.sizes if compiling else {})}
         record.update(metrics_lib.throughput(self.cfg, self.config.data.seq_len, tokens, seconds, self.mesh.size))
         record.update(metrics_lib.memory_gb())
         for i, lang in enumerate(self.languages):

@@ -1,0 +1,106 @@
+"""A checkpoint's LoRA adapters in PEFT's format: what `peft.PeftModel.from_pretrained(base, DIR)` loads.
+
+    DIR/adapter_config.json        peft_type LORA, r, lora_alpha (PEFT scales by lora_alpha / r), lora_dropout,
+                                   target_modules, modules_to_save
+    DIR/adapter_model.safetensors  base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight [r, in],
+                                   ....lora_B.weight [out, r]; base_model.model.model.embed_tokens.weight and
+                                   base_model.model.lm_head.weight when those were trained (modules_to_save)
+
+Our adapters are A [L, *in, r] and B [L, r, *out]; per layer PEFT wants A^T [r, prod(in)] and B^T [prod(out), r]
+(o_proj's input is heads·head_dim flattened, as in HF's o_proj weight): the transpose-and-reshape rule the base
+weights follow (`hf.to_hf`). What was trained comes from the checkpoint meta's `trainable` list, which the
+trainer writes. The adapter is only exact on the base it was trained on: when more than adapters and
+embeddings were trained, the base must be written too (`base_out`: the checkpoint's weights without adapters).
+"""
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from xfer_jax import checkpoint
+from xfer_jax.convert import hf
+from xfer_jax.convert.safetensors_io import write_shard
+from xfer_jax.model import lora, lora_params
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+SAVABLE = {"embed_tokens": "base_model.model.model.embed_tokens.weight", "lm_head": "base_model.model.lm_head.weight"}
+
+
+def adapter_config(cfg, modules_to_save: list[str], base_model: str | None) -> dict:
+    """adapter_config.json: the LoraConfig fields a plain LoRA sets (PEFT fills in the rest with its defaults)."""
+    alpha = int(cfg.lora_alpha) if float(cfg.lora_alpha).is_integer() else cfg.lora_alpha
+    return {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
+        "r": cfg.lora_rank, "lora_alpha": alpha, "lora_dropout": cfg.lora_dropout,
+        "target_modules": list(cfg.lora_targets), "modules_to_save": modules_to_save or None,
+        "bias": "none", "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
+        "use_rslora": False, "use_dora": False, "layers_to_transform": None, "layers_pattern": None,
+        "rank_pattern": {}, "alpha_pattern": {},
+    }
+
+
+def tensor_plan(cfg, params: dict, modules_to_save: list[str]) -> list[tuple]:
+    """(PEFT name, shape, dtype, function producing the array) for every tensor of the adapter file."""
+    plan = []
+    for i in range(cfg.num_layers):
+        for name in cfg.lora_targets:
+            module = f"base_model.model.model.layers.{i}.{hf.PER_LAYER[name][0].removesuffix('.weight')}"
+            a, b = params["layers"][f"{name}_lora_a"], params["layers"][f"{name}_lora_b"]
+            n_in = lora.num_input_axes(name)
+            plan.append((f"{module}.lora_A.weight", (cfg.lora_rank, math.prod(a.shape[1:-1])), a.dtype,
+                         lambda a=a, i=i, n=n_in: hf.to_hf(a[i], n)))
+            plan.append((f"{module}.lora_B.weight", (math.prod(b.shape[2:]), cfg.lora_rank), b.dtype,
+                         lambda b=b, i=i: hf.to_hf(b[i], 1)))
+    for name in modules_to_save:
+        n_in = hf.TOP_LEVEL[name][1]
+        plan.append((SAVABLE[name], hf.hf_shape(params[name].shape, n_in), params[name].dtype,
+                     lambda name=name, n=n_in: hf.to_hf(params[name], n)))
+    return plan
+
+
+def trained_modules(meta: dict, ckpt_dir) -> tuple[list[str], list[str]]:
+    """(modules_to_save, other trained base weights) from the meta's `trainable` list."""
+    if "trainable" not in meta:
+        raise ValueError(f"{ckpt_dir}: the checkpoint meta does not say which parameters were trained; "
+                         f"pass modules_to_save (CLI: --modules_to_save embed_tokens,lm_head or --modules_to_save '')")
+    trained = [p.split("/")[-1] for p in meta["trainable"]]
+    return ([m for m in SAVABLE if m in trained],
+            [t for t in trained if t not in SAVABLE and not lora_params.is_adapter(t)])
+
+
+def orbax_to_peft(ckpt_dir, out_dir, *, step: int | None = None, base_out=None,
+                  modules_to_save: list[str] | None = None, base_model: str | None = None, log=print) -> pathlib.Path:
+    """Write the adapters of `ckpt_dir` as a PEFT LoRA directory; with `base_out`, the base as an HF directory too."""
+    cfg, params = checkpoint.load_params(ckpt_dir, step=step)
+    if not cfg.lora_rank:
+        raise ValueError(f"{ckpt_dir} has no LoRA adapters (lora_rank 0): export it with `xfer convert orbax-to-hf`")
+    meta = checkpoint.read_meta(ckpt_dir, step)
+    if modules_to_save is None:
+        modules_to_save, others = trained_modules(meta, ckpt_dir)
+        if others and base_out is None:
+            raise ValueError(
+                f"{ckpt_dir}: base weights were trained too ({', '.join(sorted(set(others))[:4])}, ...), so the "
+                f"adapter is exact only on this checkpoint's own base: pass --base_out DIR to write it, or export merged "
+                f"weights with `xfer convert orbax-to-hf --merge_lora`")
+    savable = sorted(set(SAVABLE) & set(params))
+    unknown = sorted(set(modules_to_save) - set(savable))
+    if unknown:
+        raise ValueError(f"modules_to_save {unknown}: this model's savable modules are {savable}")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = tensor_plan(cfg, params, modules_to_save)
+    producers = {name: produce for name, _, _, produce in plan}
+    specs = [(name, shape, np.dtype(dtype)) for name, shape, dtype, _ in plan]
+    nbytes = write_shard(out / ADAPTER_WEIGHTS, specs, lambda name: producers[name]())
+    if base_out is not None:
+        hf.write_hf(lora_params.base_config(cfg), lora_params.strip(params), base_out,
+                    tokenizer=checkpoint.tokenizer_path(ckpt_dir), log=log)
+        base_model = base_model or str(pathlib.Path(base_out).resolve())
+    config = adapter_config(cfg, modules_to_save, base_model)
+    (out / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    log(f"wrote {out}: PEFT LoRA adapter, rank {cfg.lora_rank} on {', '.join(cfg.lora_targets)}, "
+        f"modules_to_save {modules_to_save or 'none'}, {nbytes / 1e6:.1f} MB")
+    return out
+

@@ -1,0 +1,241 @@
+"""Mesh-scaling study: the trainer's own train step timed over mesh shapes, model shapes and batch sizes.
+
+Why a sweep and not a guess: which mesh is fastest (pure FSDP, data × FSDP, some tensor parallelism)
+depends on the model, the batch, the chips and the interconnect, and only a measurement says. Each point
+builds the state and the jitted step exactly as `train/loop.py` does (same shardings, optimizer and
+`step.compile_train_step`) and feeds a fixed synthetic batch: the sweep measures speed, not learning.
+
+Per point: compile time, median step time over `steps` timed steps after `warmup`, tokens/s, TFLOP/s per
+device and MFU (train/metrics.py), the compiler's per-device memory (arguments, temporaries), the device's
+own memory report (or host RSS on CPU), and the planner's estimate (parallel/planner.py) beside them.
+A point that cannot run (batch not divisible by the mesh, out of memory) becomes a row with its error.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import math
+import pathlib
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding
+
+from xfer_jax.model import params as model_params
+from xfer_jax.model.config import LlamaConfig
+from xfer_jax.model.shapes import get_shape
+from xfer_jax.parallel import mesh as mesh_lib
+from xfer_jax.parallel import planner
+from xfer_jax.parallel import rules as rules_lib
+from xfer_jax.parallel.sharding import init_sharded, param_shardings
+from xfer_jax.train import metrics as metrics_lib
+from xfer_jax.train import optim, state as state_lib, step as step_lib
+
+COLUMNS = (
+    "shape", "params_m", "mesh", "data", "fsdp", "tensor", "devices", "batch_size", "seq_len", "dtype", "param_dtype",
+    "remat", "attention", "status", "compile_s", "step_s", "step_s_min", "tokens_per_s", "tokens_per_s_per_device",
+    "tflops_per_device", "mfu", "xla_args_gb", "xla_temp_gb", "device_mem_gb", "device_peak_mem_gb", "host_rss_gb",
+    "plan_params_gb", "plan_grads_gb", "plan_opt_gb", "plan_act_gb", "plan_total_gb", "plan_fits", "device_kind",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    shape: str
+    mesh: tuple[int, int, int]  # (data, fsdp, tensor)
+    batch_size: int
+
+    @property
+    def devices(self) -> int:
+        return math.prod(self.mesh)
+
+    @property
+    def mesh_sizes(self) -> dict[str, int]:
+        return dict(zip(mesh_lib.MESH_AXES, self.mesh))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What every point shares; defaults are for accelerators (bf16 compute, 2048 tokens), optimizer as trained."""
+
+    seq_len: int = 2048
+    dtype: str = "bfloat16"
+    param_dtype: str = "float32"
+    remat: str = "none"
+    attention: str = "xla"
+    vocab_size: int = 0  # 0: the shape's own
+    grad_accum: int = 1
+    loss_chunk: int = 0
+    steps: int = 5
+    warmup: int = 2
+    device_memory_gb: float = 0.0  # 0: the device's own limit where it reports one
+    rules: tuple = rules_lib.DEFAULT_RULES
+    optim: ml_collections.ConfigDict = dataclasses.field(default_factory=optim.default_optim_config)
+
+
+def parse_mesh(text: str) -> tuple[int, int, int]:
+    """'2x4x1' → (data=2, fsdp=4, tensor=1)."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"mesh {text!r}: write data x fsdp x tensor as positive integers, e.g. 2x4x1")
+    return tuple(int(p) for p in parts)
+
+
+def meshes_for(device_counts: list[int]) -> list[tuple[int, int, int]]:
+    """Every (data, fsdp, tensor) whose product is one of `device_counts`."""
+    return [(d, f, n // (d * f)) for n in device_counts for d in range(1, n + 1) if n % d == 0
+            for f in range(1, n // d + 1) if (n // d) % f == 0]
+
+
+def grid(shapes: list[str], meshes: list[tuple[int, int, int]], batch_sizes: list[int]) -> list[Point]:
+    return [Point(s, m, b) for s, m, b in itertools.product(shapes, meshes, batch_sizes)]
+
+
+def model_config(shape: str, s: Settings) -> LlamaConfig:
+    extra = {"vocab_size": s.vocab_size} if s.vocab_size else {}
+    return get_shape(shape, dtype=s.dtype, param_dtype=s.param_dtype, remat=s.remat, attention=s.attention, **extra)
+
+
+def device_memory_limit_gb(s: Settings) -> float | None:
+    if s.device_memory_gb:
+        return s.device_memory_gb
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats["bytes_limit"] / 1e9 if "bytes_limit" in stats else None
+
+
+def plan_row(point: Point, s: Settings) -> dict:
+    """The point's identity and the planner's estimate: no device is touched, any mesh size works."""
+    cfg = model_config(point.shape, s)
+    plan = planner.plan_memory(cfg, point.mesh_sizes, s.rules, batch_size=point.batch_size, seq_len=s.seq_len,
+                               grad_accum=s.grad_accum, loss_chunk=s.loss_chunk,
+                               moment_dtypes=(s.optim.moment_dtype, None))  # AdamW: mu, nu (optim.make_optimizer)
+    limit = device_memory_limit_gb(s)
+    return {"shape": point.shape, "params_m": cfg.num_params() / 1e6, "mesh": "x".join(map(str, point.mesh)),
+            **point.mesh_sizes, "devices": point.devices, "batch_size": point.batch_size, "seq_len": s.seq_len,
+            "dtype": cfg.dtype, "param_dtype": cfg.param_dtype, "remat": cfg.remat, "attention": cfg.attention,
+            **plan.as_row(), "plan_fits": None if limit is None else plan.total / 1e9 <= limit}
+
+
+def check_point(point: Point, cfg: LlamaConfig, s: Settings) -> None:
+    """What makes a point impossible, said before anything is allocated."""
+    if point.devices > jax.device_count():
+        raise ValueError(f"mesh {point.mesh} needs {point.devices} devices, {jax.device_count()} are available")
+    if jax.process_count() > 1 and point.devices != jax.device_count():
+        raise ValueError(f"mesh {point.mesh} uses {point.devices} of {jax.device_count()} devices; with "
+                         f"{jax.process_count()} processes every mesh must span all devices")
+    dp = point.mesh[0] * point.mesh[1]
+    if point.batch_size % (dp * s.grad_accum):
+        raise ValueError(f"batch_size {point.batch_size} is not divisible by data × fsdp × grad_accum = "
+                         f"{dp} × {s.grad_accum}")
+    if s.seq_len > cfg.max_position_embeddings:
+        raise ValueError(f"seq_len {s.seq_len} exceeds {point.shape}'s max_position_embeddings "
+                         f"{cfg.max_position_embeddings}")
+
+
+def synthetic_batch(cfg: LlamaConfig, batch_size: int, seq_len: int, sharding: NamedSharding) -> dict:
+    """One batch in the packing format (data/packing.py BATCH_KEYS) of random tokens, every position a target."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, cfg.vocab_size, (batch_size, seq_len + 1), dtype=np.int32)
+    host = {"tokens": tokens[:, :-1], "targets": tokens[:, 1:],
+            "segment_ids": np.ones((batch_size, seq_len), np.int32),
+            "positions": np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch_size, seq_len)),
+            "loss_weights": np.ones((batch_size, seq_len), np.float32),
+            "lang": np.zeros((batch_size, seq_len), np.int32)}
+    return {k: jax.device_put(v, sharding) for k, v in host.items()}
+
+
+def measure(point: Point, cfg: LlamaConfig, s: Settings) -> dict:
+    """Compile and time the train step on the first `point.devices` devices."""
+    mesh = mesh_lib.make_mesh(point.mesh_sizes, jax.devices()[: point.devices])
+    abstract = model_params.abstract_params(cfg)
+    mask = optim.trainable_mask(abstract, [], [])
+    trainable, _ = optim.split_trainable(abstract, mask)
+    total_steps = s.warmup + s.steps
+    tx = optim.make_optimizer(s.optim, total_steps, trainable)
+    shardings = state_lib.state_shardings(param_shardings(cfg, mesh, s.rules), abstract, tx, mask, mesh)
+    batch_spec = rules_lib.spec_for(("batch", "seq"), (point.batch_size, s.seq_len), dict(mesh.shape), s.rules)
+    batch_sharding = NamedSharding(mesh, batch_spec)
+    with jax.set_mesh(mesh), rules_lib.use_rules(s.rules):
+        params = init_sharded(cfg, mesh, 0, s.rules)
+        state = jax.jit(lambda p: state_lib.new_state(p, tx, mask), out_shardings=shardings)(params)
+        del params
+        batch = synthetic_batch(cfg, point.batch_size, s.seq_len, batch_sharding)
+        step = step_lib.compile_train_step(shardings, batch_sharding, cfg=cfg, tx=tx, mask=mask, accum=s.grad_accum,
+                                           schedule=optim.learning_rate(s.optim, total_steps), loss_chunk=s.loss_chunk)
+        t0 = time.perf_counter()
+        compiled = step.lower(state, batch).compile()
+        compile_s = time.perf_counter() - t0
+        times = []
+        for i in range(total_steps):
+            t0 = time.perf_counter()
+            state, m = compiled(state, batch)
+            jax.block_until_ready((state, m))
+            if i >= s.warmup:
+                times.append(time.perf_counter() - t0)
+        if not bool(jnp.isfinite(m["loss"])):
+            raise FloatingPointError(f"loss {float(m['loss'])} is not finite on synthetic data")
+    step_s = statistics.median(times)
+    tokens = point.batch_size * s.seq_len
+    mem = compiled.memory_analysis()
+    row = {"status": "ok", "compile_s": compile_s, "step_s": step_s, "step_s_min": min(times),
+           **metrics_lib.throughput(cfg, s.seq_len, tokens, step_s, point.devices),
+           "xla_args_gb": None if mem is None else mem.argument_size_in_bytes / 1e9,
+           "xla_temp_gb": None if mem is None else mem.temp_size_in_bytes / 1e9}
+    device = metrics_lib.memory_gb()
+    row.update({"device_mem_gb": device.get("mem_gb"), "device_peak_mem_gb": device.get("peak_mem_gb"),
+                "host_rss_gb": device.get("host_rss_gb")})
+    return row
+
+
+def run_point(point: Point, s: Settings, plan_only: bool = False) -> dict:
+    row = {c: None for c in COLUMNS}
+    row.update(plan_row(point, s), device_kind=jax.devices()[0].device_kind)
+    if plan_only:
+        return {**row, "status": "planned"}
+    cfg = model_config(point.shape, s)
+    try:
+        check_point(point, cfg, s)
+        row.update(measure(point, cfg, s))
+    except (ValueError, FloatingPointError, jax.errors.JaxRuntimeError) as e:
+        row["status"] = f"error: {str(e).splitlines()[0][:300]}"
+    return row
+
+
+def format_row(r: dict) -> str:
+    head = f"{r['shape']} mesh {r['mesh']} batch {r['batch_size']}: plan {r['plan_total_gb']:.3f} GB/device"
+    if r["status"] != "ok":
+        return f"{head} | {r['status']}"
+    mfu = "n/a" if r["mfu"] is None else f"{r['mfu']:.1%}"
+    xla = "n/a" if r["xla_args_gb"] is None else f"{r['xla_args_gb'] + r['xla_temp_gb']:.3f} GB/device"
+    return (f"{head} | compile {r['compile_s']:.1f} s | {r['step_s'] * 1e3:.1f} ms/step | "
+            f"{r['tokens_per_s']:,.0f} tok/s | {r['tflops_per_device']:.3f} TFLOP/s/dev | MFU {mfu} | "
+            f"XLA args+temp {xla}")
+
+
+def write_csv(rows: list[dict], path: pathlib.Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: ("" if r.get(k) is None else r[k]) for k in COLUMNS} for r in rows)
+
+
+def read_csv(path: pathlib.Path) -> list[dict]:
+    """Rows back with numbers as numbers and empty cells as None."""
+    def value(text: str):
+        if text == "":
+            return None
+        for cast in (int, float):
+            try:
+                return cast(text)
+            except ValueError:
+                pass
+        return {"True": True, "False": False}.get(text, text)
+
+    with open(path, newline="") as f:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
