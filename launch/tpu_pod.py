@@ -196,7 +196,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     creating(sub.add_parser("create", help="create the slice, or reuse it if it exists"))
     installing(sub.add_parser("setup", help="copy and install this checkout on every worker"))
-    running(start := sub.add_parser("run", help="start a command on every worker"), command=True)
+    running(sub.add_parser("run", help="start a command on every worker"), command=True)
     logs = sub.add_parser("logs", help="follow a run's log")
     running(logs, command=False)
     logs.add_argument("--worker", default="0", help="worker index, or all")

@@ -135,7 +135,8 @@ def plan_memory(cfg: LlamaConfig, mesh_shape: Mapping[str, int], rules: Rules, *
         parameter's dtype (AdamW: mu in optim.moment_dtype, nu in the parameter dtype).
     trainable: the train mask (a tree of bools like the params); None trains everything.
     loss_chunk: train.loss_chunk (fp32 logits exist for one chunk of the sequence at a time).
-    Gradients are fp32 (the step casts them); with grad_accum > 1 an fp32 accumulator sits beside them.
+    Gradients reach the optimizer in the parameter dtype (train/step.py); with grad_accum > 1 an fp32
+    accumulator sits beside them.
     """
     elems, is_trainable = _param_elements(cfg, mesh_shape, rules, trainable)
     p = jnp.dtype(cfg.param_dtype).itemsize
@@ -145,7 +146,7 @@ def plan_memory(cfg: LlamaConfig, mesh_shape: Mapping[str, int], rules: Rules, *
     moments = sum(p if d is None else jnp.dtype(d).itemsize for d in moment_dtypes)
     return MemoryPlan(
         params=sum(elems.values()) * p,
-        grads=trained * 4 * (2 if grad_accum > 1 else 1),
+        grads=trained * (p + (4 if grad_accum > 1 else 0)),
         optimizer=trained * moments,
         activations=activation_bytes(cfg, mesh_shape, rules, batch_size // grad_accum, seq_len, loss_chunk, layer_copies),
         remat=cfg.remat,
