@@ -1,4 +1,7 @@
 """The memory planner against the real sharded train state on 8 devices, and `xfer sweep` end to end."""
+import importlib.util
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +15,8 @@ from xfer_jax.parallel.planner import plan_memory
 from xfer_jax.parallel.rules import DEFAULT_RULES
 from xfer_jax.parallel.sharding import param_shardings
 from xfer_jax.train import optim, state as state_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def bytes_per_device(tree) -> dict:
@@ -63,7 +68,7 @@ def test_plan_of_a_pod_needs_no_devices(tmp_path, capsys):
     assert "llama2_7b mesh 1x64x4 batch 256: plan" in capsys.readouterr().out
 
 
-def test_sweep_measures_writes_csv_and_plots(tmp_path):
+def test_sweep_measures_writes_csv_and_plots(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "sweep"
     assert sweep_cli.main(["--shapes", "tiny", "--meshes", "2x2x2,1x16x1", "--batch_sizes", "8",
@@ -82,6 +87,14 @@ def test_sweep_measures_writes_csv_and_plots(tmp_path):
     # Activations + gradients are an estimate: within a factor of two of XLA's temporaries.
     assert 0.5 < (r["plan_act_gb"] + r["plan_grads_gb"]) / r["xla_temp_gb"] < 2.0
     assert (out / "throughput.png").stat().st_size > 10_000 and (out / "mfu.png").stat().st_size > 10_000
+
+    spec = importlib.util.spec_from_file_location("mesh_sweep", REPO / "tools" / "mesh_sweep.py")
+    mesh_sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mesh_sweep)
+    assert mesh_sweep.main([str(out / "sweep.csv"), str(out / "sweep.csv"), "--out", str(tmp_path / "merged")]) == 0
+    assert "| tiny | 8 | cpu | 8 | 2x2x2 |" in capsys.readouterr().out
+    assert len(sweep.read_csv(tmp_path / "merged" / "sweep.csv")) == 4
+    assert (tmp_path / "merged" / "cpu" / "throughput.png").exists()
 
 
 def test_grid_and_mesh_errors():

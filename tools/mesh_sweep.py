@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
         return 2
     rows = [r for path in args.csvs for r in sweep.read_csv(path)]
     sweep.write_csv(rows, args.out / "sweep.csv")
-    for kind in sorted({r["device_kind"] for r in rows}):
+    for kind in sorted({r["device_kind"] for r in rows if r["status"] == "ok"}):  # plan-only rows have no kind
         folder = args.out / kind.replace(" ", "_")
         folder.mkdir(parents=True, exist_ok=True)
         sweep_cli.plot([r for r in rows if r["device_kind"] == kind], folder)

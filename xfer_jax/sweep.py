@@ -108,17 +108,17 @@ def device_memory_limit_gb(s: Settings) -> float | None:
     return stats["bytes_limit"] / 1e9 if "bytes_limit" in stats else None
 
 
-def plan_row(point: Point, s: Settings) -> dict:
-    """The point's identity and the planner's estimate: no device is touched, any mesh size works."""
+def plan_row(point: Point, s: Settings, limit_gb: float | None) -> dict:
+    """The point's identity and the planner's estimate (no device is touched, any mesh size works); plan_fits
+    compares it with `limit_gb` per device."""
     cfg = model_config(point.shape, s)
     plan = planner.plan_memory(cfg, point.mesh_sizes, s.rules, batch_size=point.batch_size, seq_len=s.seq_len,
                                grad_accum=s.grad_accum, loss_chunk=s.loss_chunk,
                                moment_dtypes=(s.optim.moment_dtype, None))  # AdamW: mu, nu (optim.make_optimizer)
-    limit = device_memory_limit_gb(s)
     return {"shape": point.shape, "params_m": cfg.num_params() / 1e6, "mesh": "x".join(map(str, point.mesh)),
             **point.mesh_sizes, "devices": point.devices, "batch_size": point.batch_size, "seq_len": s.seq_len,
             "dtype": cfg.dtype, "param_dtype": cfg.param_dtype, "remat": cfg.remat, "attention": cfg.attention,
-            **plan.as_row(), "plan_fits": None if limit is None else plan.total / 1e9 <= limit}
+            **plan.as_row(), "plan_fits": None if limit_gb is None else plan.total / 1e9 <= limit_gb}
 
 
 def check_point(point: Point, cfg: LlamaConfig, s: Settings) -> None:
@@ -194,9 +194,9 @@ def measure(point: Point, cfg: LlamaConfig, s: Settings) -> dict:
 
 def run_point(point: Point, s: Settings, plan_only: bool = False) -> dict:
     row = {c: None for c in COLUMNS}
-    row.update(plan_row(point, s), device_kind=jax.devices()[0].device_kind)
     if plan_only:
-        return {**row, "status": "planned"}
+        return {**row, **plan_row(point, s, s.device_memory_gb or None), "status": "planned"}
+    row.update(plan_row(point, s, device_memory_limit_gb(s)), device_kind=jax.devices()[0].device_kind)
     cfg = model_config(point.shape, s)
     try:
         check_point(point, cfg, s)
