@@ -152,3 +152,31 @@ def test_custom_template_from_config():
     cfg.prompt = "{system} A:"
     with pytest.raises(ValueError, match="no {user} placeholder"):
         instruct.template_from_config(cfg)
+
+
+def test_real_belle_and_bactrian_x_files_mix_with_their_masks(instruct_dir, llama_tokenizer, tokenizer):
+    """chatterbot-corpus pairs written as BELLE (zh) and Bactrian-X (de) JSONL, mixed 0.5 / 0.5."""
+    sources = [dict(lang="zh", path=str(instruct_dir / "zh" / "train.jsonl"), format="belle", weight=0.5),
+               dict(lang="de", path=str(instruct_dir / "de" / "train.jsonl"), format="bactrian_x", weight=0.5)]
+    cfg = make_config(sources, llama_tokenizer, "alpaca", seq_len=256, batch_size=8, packing_bins=8)
+    chat = instruct.TEMPLATES["alpaca"]
+    answers = {}  # (lang, rendered prompt) -> the outputs given for it
+    for lang in ("zh", "de"):
+        for line in (instruct_dir / lang / "train.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            user = record["instruction"].strip() + (f"\n{record['input'].strip()}" if record["input"].strip() else "")
+            answers.setdefault((lang, chat.prompt_text(user, None, True)), set()).add(record["output"].strip())
+    iterator = pipeline.make_train_iterator(cfg, tokenizer=tokenizer)
+    batches = [next(iterator) for _ in range(4)]
+    checked = 0
+    for batch in batches:
+        for row in range(len(batch["tokens"])):
+            ids = batch["segment_ids"][row]
+            for segment in np.unique(ids[ids > 0]):
+                index = ids == segment
+                tokens, targets, weights = (batch[k][row][index] for k in ("tokens", "targets", "loss_weights"))
+                lang = ("zh", "de")[batch["lang"][row][index][0]]
+                prompt = tokenizer.decode(tokens[: int(np.argmax(weights)) + 1])
+                assert tokenizer.decode(targets[weights == 1][:-1]) in answers[(lang, prompt)]
+                checked += 1
+    assert checked > 50 and iterator.metrics()["data/skipped/total"] == 0
