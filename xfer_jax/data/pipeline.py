@@ -171,10 +171,6 @@ class TrainIterator:
         batch = next(self._iterator)
         return batch if self._sharding is None else to_device(batch, self._sharding, self._global_shape)
 
-    @property
-    def grain_iterator(self) -> grain.DatasetIterator:
-        return self._iterator
-
     def get_state(self) -> dict:
         return self._iterator.get_state()
 

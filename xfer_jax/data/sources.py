@@ -2,7 +2,7 @@
 
 A source is one config dict: a language, a path (file, glob or directory; a dataset name for TFDS), a
 format and mixing options. `SourceSpec.from_config` checks it and names the bad key; `source_files`
-expands the path. Reading the records of each format lives in readers.py.
+expands the path. Reading the records of each format lives in readers.py and shards.py.
 
 Formats:
   text         plain text, one document per line (`doc_split='line'`) or per blank-line block ('blank_line')

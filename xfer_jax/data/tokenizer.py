@@ -41,9 +41,6 @@ class Tokenizer:
         proto.ParseFromString(self._model_bytes)
         return proto
 
-    def serialized(self) -> bytes:
-        return self._model_bytes
-
     def sha256(self) -> str:
         """Fingerprint of the model, recorded with pre-tokenised shards."""
         return hashlib.sha256(self._model_bytes).hexdigest()
