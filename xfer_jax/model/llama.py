@@ -131,7 +131,11 @@ class DecoderLayers(nnx.Module):
     def _scan(self, body, x, extra):
         """`lax.scan` over layers (compile time flat in depth), or a Python loop when `scan_layers` is off
         (XLA then schedules across layers and keeps no stacked per-layer residual buffers)."""
+        # Cast the base weights to the compute dtype once, before the layers: GEMMs then take plain bf16
+        # operands (no cast fused into each GEMM) and FSDP gathers half the bytes. Adapters stay fp32.
+        dtype = jnp.dtype(self.cfg.dtype)
         weights = {name: getattr(self, name)[...] for name in self.names}
+        weights = {name: w if "_lora_" in name else w.astype(dtype) for name, w in weights.items()}
         if self.cfg.remat != "none":
             body = jax.checkpoint(body, policy=_REMAT[self.cfg.remat], prevent_cse=False)
         if self.cfg.scan_layers:
