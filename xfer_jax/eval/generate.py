@@ -1,0 +1,196 @@
+"""KV-cache generation from token ids: batched, left-padded, two compiled functions per prompt length.
+
+A batch of prompts is left-padded to one length P, so every prompt ends in the same cache slot and the
+first new token of every row comes from the same position. `prefill` runs the whole prompt through
+`Llama.decode` into a fresh cache (P + max_new_tokens slots, bucketed) and picks the first token; `step`
+feeds one token per row and picks the next. Both are jitted with fixed shapes — P is the bucketed longest
+prompt of the whole request, the batch is always `batch_size` rows (unused rows are inert) — so a prompt
+file compiles them once. The step donates its state, so the cache's buffers are reused from step to step.
+
+The host looks at the output only every `check_every` steps (end-of-sequence everywhere, or a stop string
+decided by the caller's `stop_fn`), so dispatch stays ahead of the device between looks.
+"""
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from xfer_jax import forward
+from xfer_jax.eval.sampling import Sampling, choose
+from xfer_jax.eval.scoring import Runner, bucket
+from xfer_jax.model import params as model_params
+from xfer_jax.model.llama import init_cache
+
+
+@dataclasses.dataclass
+class Result:
+    tokens: list[int]  # new tokens, end-of-sequence excluded
+    finish_reason: str  # "eos" | "stop" (the caller's stop_fn cut it) | "length"
+    prompt_tokens: int
+
+
+@dataclasses.dataclass
+class Stats:
+    prompts: int = 0
+    prompt_tokens: int = 0
+    new_tokens: int = 0  # tokens produced until each row finished (its end-of-sequence token counted)
+    compile_s: float = 0.0  # first call of each compiled shape, on a dummy batch, kept out of the rates
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        total = self.prefill_s + self.decode_s
+        return {**dataclasses.asdict(self), "tokens_per_s": self.new_tokens / total if total else 0.0,
+                "decode_tokens_per_s": max(self.new_tokens - self.prompts, 0) / self.decode_s if self.decode_s else 0.0,
+                "prefill_tokens_per_s": self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0}
+
+
+def fetch(x) -> np.ndarray:
+    """A device array as numpy on every process (gathered when other processes hold parts of it)."""
+    return np.asarray(x) if x.is_fully_addressable else np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def _choose(logits, seen, key, knobs, vocab_size: int):
+    logits = jnp.where(jnp.arange(logits.shape[-1]) < vocab_size, logits, -jnp.inf)
+    return choose(logits, seen, key, knobs)
+
+
+# Module-level jits with the config static: every Generator over the same shapes shares the compiled code.
+@functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "cache_dtype", "max_new"))
+def _prefill(params, tokens, valid, active, knobs, key, *, cfg, vocab_size, cache_dtype, max_new):
+    batch, length = tokens.shape
+    model = model_params.bind(cfg, params)
+    cache = init_cache(cfg, batch, length + max_new, cache_dtype)
+    positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
+    logits, cache = model.decode(tokens, positions, cache, valid)
+    rows = jnp.arange(batch)[:, None]
+    seen = jnp.zeros((batch, logits.shape[-1]), jnp.int32).at[rows, tokens].max(valid.astype(jnp.int32)) > 0
+    key, sub = jax.random.split(key)
+    token = _choose(logits[:, -1], seen, sub, knobs, vocab_size)
+    return {"cache": cache, "token": token, "pos": positions[:, -1] + 1, "seen": seen.at[rows[:, 0], token].set(True),
+            "done": ~active | (token == knobs["eos"]), "t": jnp.int32(1), "key": key,
+            "out": jnp.zeros((batch, max_new), jnp.int32).at[:, 0].set(token)}
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "vocab_size"), donate_argnames="state")
+def _step(params, state, knobs, *, cfg, vocab_size):
+    model = model_params.bind(cfg, params)
+    logits, cache = model.decode(state["token"][:, None], state["pos"][:, None], state["cache"])
+    key, sub = jax.random.split(state["key"])
+    token = jnp.where(state["done"], 0, _choose(logits[:, 0], state["seen"], sub, knobs, vocab_size))
+    rows = jnp.arange(token.shape[0])
+    return {"cache": cache, "token": token, "pos": state["pos"] + 1, "seen": state["seen"].at[rows, token].set(True),
+            "done": state["done"] | (token == knobs["eos"]),
+            "out": jax.lax.dynamic_update_slice(state["out"], token[:, None], (0, state["t"])),
+            "t": state["t"] + 1, "key": key}
+
+
+class Generator:
+    """Batched KV-cache decoding for one loaded model. `vocab_size` (the tokenizer's) bounds the ids it may emit."""
+
+    def __init__(self, model: forward.LoadedModel, *, eos_id: int, batch_size: int = 8, vocab_size: int | None = None,
+                 check_every: int = 8, cache_dtype: str | None = None):
+        self.runner, self.cfg = Runner(model), model.cfg
+        self.eos_id, self.batch_size, self.check_every = eos_id, batch_size, check_every
+        self.vocab_size = vocab_size or model.cfg.vocab_size
+        self.cache_dtype = cache_dtype
+        self._compiled: set[tuple[int, int]] = set()
+
+    @staticmethod
+    def capacity(sampling: Sampling) -> int:
+        """New-token slots compiled for: max_new_tokens bucketed, so requests asking for 200 or 256 share code."""
+        return bucket(sampling.max_new_tokens, 16)
+
+    def _knobs(self, sampling: Sampling) -> dict:
+        return {**sampling.knobs(), "eos": jnp.int32(self.eos_id)}
+
+    def prefill(self, prompts: list[list[int]], length: int, sampling: Sampling, key) -> dict:
+        """Left-pad up to `batch_size` prompts to `length` and run them; returns the decoding state."""
+        tokens = np.zeros((self.batch_size, length), np.int32)
+        valid = np.zeros((self.batch_size, length), bool)
+        for row, prompt in enumerate(prompts):
+            tokens[row, length - len(prompt):], valid[row, length - len(prompt):] = prompt, True
+        valid[len(prompts):, -1] = True  # unused rows: one inert token, finished from the start
+        active = np.arange(self.batch_size) < len(prompts)
+        with self.runner.context():
+            put = self.runner.put
+            return _prefill(self.runner.model.params, put(tokens), put(valid), put(active), self._knobs(sampling), key,
+                            cfg=self.cfg, vocab_size=self.vocab_size, cache_dtype=self.cache_dtype,
+                            max_new=self.capacity(sampling))
+
+    def step(self, state: dict, sampling: Sampling) -> dict:
+        with self.runner.context():
+            return _step(self.runner.model.params, state, self._knobs(sampling), cfg=self.cfg,
+                         vocab_size=self.vocab_size)
+
+    # ---- host side ----
+    def warm_up(self, length: int, sampling: Sampling) -> float:
+        """Compile prefill and step for this prompt length (once) on a dummy batch; returns the seconds spent."""
+        if (length, self.capacity(sampling)) in self._compiled:
+            return 0.0
+        start = time.perf_counter()
+        state = self.prefill([[0]], length, sampling, jax.random.PRNGKey(0))
+        jax.block_until_ready(self.step(state, sampling)["token"])
+        self._compiled.add((length, self.capacity(sampling)))
+        return time.perf_counter() - start
+
+    def check_lengths(self, prompts: list[list[int]], max_new: int) -> None:
+        limit = self.cfg.max_position_embeddings
+        for i, prompt in enumerate(prompts):
+            if not prompt:
+                raise ValueError(f"prompt {i} is empty (no tokens)")
+            if len(prompt) + max_new > limit:
+                raise ValueError(f"prompt {i} has {len(prompt)} tokens; with max_new_tokens={max_new} it passes the "
+                                 f"model's max_position_embeddings={limit}: shorten it or lower max_new_tokens")
+
+    def run(self, prompts: list[list[int]], sampling: Sampling, stop_fn=None, progress: bool = False):
+        """(one Result per prompt, Stats). `stop_fn(new_tokens)` returns how many tokens to keep once a stop
+        condition (a stop string) holds, else None; such a row ends there."""
+        self.check_lengths(prompts, sampling.max_new_tokens)
+        length = bucket(max(len(p) for p in prompts), 16)
+        results, stats = [], Stats(prompts=len(prompts), prompt_tokens=sum(map(len, prompts)))
+        stats.compile_s = self.warm_up(length, sampling)
+        starts = range(0, len(prompts), self.batch_size)
+        for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
+            batch = prompts[start:start + self.batch_size]
+            key = jax.random.fold_in(jax.random.PRNGKey(sampling.seed), start)
+            t0 = time.perf_counter()
+            state = self.prefill(batch, length, sampling, key)
+            jax.block_until_ready(state["token"])
+            t1 = time.perf_counter()
+            out = self._decode(state, sampling, len(batch), stop_fn)
+            stats.prefill_s += t1 - t0
+            stats.decode_s += time.perf_counter() - t1
+            for row, prompt in enumerate(batch):
+                results.append(self._result(out[row], stop_fn, len(prompt)))
+                stats.new_tokens += len(results[-1].tokens) + (results[-1].finish_reason == "eos")
+        return results, stats
+
+    def _decode(self, state, sampling, rows, stop_fn):
+        stopped = np.zeros(self.batch_size, bool)
+        for t in range(1, sampling.max_new_tokens + 1):
+            if t % self.check_every == 0 or t == sampling.max_new_tokens:
+                done, out = fetch(state["done"]), fetch(state["out"])[:, :t]
+                for r in range(rows if stop_fn is not None else 0):
+                    if not (stopped[r] or done[r]) and stop_fn(self._until_eos(out[r])) is not None:
+                        stopped[r] = True
+                if (done | stopped).all() or t == sampling.max_new_tokens:
+                    return out
+            state = self.step(state, sampling)
+
+    def _until_eos(self, row: np.ndarray) -> list[int]:
+        ends = np.flatnonzero(row == self.eos_id)
+        return row[: ends[0] if len(ends) else len(row)].tolist()
+
+    def _result(self, row: np.ndarray, stop_fn, prompt_tokens: int) -> Result:
+        tokens = self._until_eos(row)
+        keep = stop_fn(tokens) if stop_fn is not None else None
+        if keep is not None:
+            return Result(tokens[:keep], "stop", prompt_tokens)
+        return Result(tokens, "eos" if len(tokens) < len(row) else "length", prompt_tokens)
+
