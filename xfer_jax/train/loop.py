@@ -32,7 +32,7 @@ from xfer_jax.parallel.sharding import init_sharded, param_shardings
 from xfer_jax.train import metrics as metrics_lib
 from xfer_jax.train import lora_setup, optim, state as state_lib, step as step_lib
 
-RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention")
+RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention", "scan_layers")
 
 
 class Interrupted(Exception):
@@ -46,7 +46,7 @@ class Interrupted(Exception):
 
 def model_config(config, tokenizer: Tokenizer) -> LlamaConfig:
     """Shape from `init_from`'s checkpoint or from `model.shape`; how to run it and its LoRA from `model.*`."""
-    run = {f: config.model[f] for f in RUN_FIELDS}
+    run = {f: config.model[f] for f in RUN_FIELDS if f in config.model}
     if config.init_from:
         cfg = LlamaConfig.from_dict(checkpoint.read_meta(config.init_from)["model"]).replace(**run)
     else:
