@@ -24,11 +24,14 @@ setup(
         "tensorboardX",
         "protobuf",
         "gguf",  # reads llama.cpp's GGUF vocabulary to rebuild LLaMA's tokenizer.model (xfer data fetch)
+        "py3langid>=0.4",  # language ID for code-switching evaluation
     ],
     extras_require={
         # torch is pinned to the CPU wheel: any other spec pulls GBs of CUDA.
         # peft (with accelerate) loads the exported LoRA adapters in tests; torch stays pinned above.
-        "test": ["torch==2.13.0", "transformers>=4.45", "pytest>=8", "pytest-xdist", "peft>=0.13"],
+        "test": ["torch==2.13.0", "transformers>=4.45", "pytest>=8", "pytest-xdist", "peft>=0.13", "matplotlib"],
+        "sweep": ["matplotlib"],
+        "tfds": ["tensorflow-datasets"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },
