@@ -10,7 +10,6 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
 from xfer_jax.data import pipeline
 from xfer_jax.model.shapes import get_shape

@@ -8,7 +8,7 @@ import pathlib
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from xfer_jax import checkpoint
 from xfer_jax.model import params as model_params

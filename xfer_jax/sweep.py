@@ -17,24 +17,17 @@ import dataclasses
 import itertools
 import math
 import pathlib
-import statistics
-import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from jax.sharding import NamedSharding
 
-from xfer_jax.model import params as model_params
 from xfer_jax.model.config import LlamaConfig
 from xfer_jax.model.shapes import get_shape
 from xfer_jax.parallel import mesh as mesh_lib
 from xfer_jax.parallel import planner
 from xfer_jax.parallel import rules as rules_lib
-from xfer_jax.parallel.sharding import init_sharded, param_shardings
 from xfer_jax.train import metrics as metrics_lib
-from xfer_jax.train import optim, state as state_lib, step as step_lib
+from xfer_jax.train import bench, optim
 
 COLUMNS = (
     "shape", "params_m", "mesh", "data", "fsdp", "tensor", "devices", "batch_size", "seq_len", "dtype", "param_dtype",
@@ -137,53 +130,17 @@ def check_point(point: Point, cfg: LlamaConfig, s: Settings) -> None:
                          f"{cfg.max_position_embeddings}")
 
 
-def synthetic_batch(cfg: LlamaConfig, batch_size: int, seq_len: int, sharding: NamedSharding) -> dict:
-    """One batch in the packing format (data/packing.py BATCH_KEYS) of random tokens, every position a target."""
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, cfg.vocab_size, (batch_size, seq_len + 1), dtype=np.int32)
-    host = {"tokens": tokens[:, :-1], "targets": tokens[:, 1:],
-            "segment_ids": np.ones((batch_size, seq_len), np.int32),
-            "positions": np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch_size, seq_len)),
-            "loss_weights": np.ones((batch_size, seq_len), np.float32),
-            "lang": np.zeros((batch_size, seq_len), np.int32)}
-    return {k: jax.device_put(v, sharding) for k, v in host.items()}
-
-
 def measure(point: Point, cfg: LlamaConfig, s: Settings) -> dict:
-    """Compile and time the train step on the first `point.devices` devices."""
+    """Compile and time the train step on the first `point.devices` devices (`xfer bench`'s timing)."""
     mesh = mesh_lib.make_mesh(point.mesh_sizes, jax.devices()[: point.devices])
-    abstract = model_params.abstract_params(cfg)
-    mask = optim.trainable_mask(abstract, [], [])
-    trainable, _ = optim.split_trainable(abstract, mask)
-    total_steps = s.warmup + s.steps
-    tx = optim.make_optimizer(s.optim, total_steps, trainable)
-    shardings = state_lib.state_shardings(param_shardings(cfg, mesh, s.rules), abstract, tx, mask, mesh)
-    batch_spec = rules_lib.spec_for(("batch", "seq"), (point.batch_size, s.seq_len), dict(mesh.shape), s.rules)
-    batch_sharding = NamedSharding(mesh, batch_spec)
-    with jax.set_mesh(mesh), rules_lib.use_rules(s.rules):
-        params = init_sharded(cfg, mesh, 0, s.rules)
-        state = jax.jit(lambda p: state_lib.new_state(p, tx, mask), out_shardings=shardings)(params)
-        del params
-        batch = synthetic_batch(cfg, point.batch_size, s.seq_len, batch_sharding)
-        step = step_lib.compile_train_step(shardings, batch_sharding, cfg=cfg, tx=tx, mask=mask, accum=s.grad_accum,
-                                           schedule=optim.learning_rate(s.optim, total_steps), loss_chunk=s.loss_chunk)
-        t0 = time.perf_counter()
-        compiled = step.lower(state, batch).compile()
-        compile_s = time.perf_counter() - t0
-        times = []
-        for i in range(total_steps):
-            t0 = time.perf_counter()
-            state, m = compiled(state, batch)
-            jax.block_until_ready((state, m))
-            if i >= s.warmup:
-                times.append(time.perf_counter() - t0)
-        if not bool(jnp.isfinite(m["loss"])):
-            raise FloatingPointError(f"loss {float(m['loss'])} is not finite on synthetic data")
-    step_s = statistics.median(times)
-    tokens = point.batch_size * s.seq_len
-    mem = compiled.memory_analysis()
-    row = {"status": "ok", "compile_s": compile_s, "step_s": step_s, "step_s_min": min(times),
-           **metrics_lib.throughput(cfg, s.seq_len, tokens, step_s, point.devices),
+    timing = bench.time_train_step(cfg, mesh, bench.synthetic_batch(point.batch_size, s.seq_len, cfg.vocab_size, 0),
+                                   optim_cfg=s.optim, rules=s.rules, grad_accum=s.grad_accum, loss_chunk=s.loss_chunk,
+                                   warmup=s.warmup, steps=s.steps)
+    if not math.isfinite(timing["loss"]):
+        raise FloatingPointError(f"loss {timing['loss']} is not finite on synthetic data")
+    mem = timing["memory"]
+    row = {"status": "ok", "compile_s": timing["compile_s"], "step_s": timing["step_s"], "step_s_min": timing["step_s_min"],
+           **metrics_lib.throughput(cfg, s.seq_len, point.batch_size * s.seq_len, timing["step_s"], point.devices),
            "xla_args_gb": None if mem is None else mem.argument_size_in_bytes / 1e9,
            "xla_temp_gb": None if mem is None else mem.temp_size_in_bytes / 1e9}
     device = metrics_lib.memory_gb()

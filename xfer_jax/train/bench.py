@@ -15,7 +15,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
@@ -67,6 +66,43 @@ def synthetic_batch(rows: int, seq: int, vocab: int, packed: int, seed: int = 0)
     return batch
 
 
+def time_train_step(cfg, mesh, host_batch: dict, *, optim_cfg, rules=None, grad_accum: int = 1, loss_chunk: int = 0,
+                    warmup: int = 3, steps: int = 10, profile: str = "") -> dict:
+    """Build the trainer's state and compiled step on `mesh` exactly as `xfer train` does, then time `steps`
+    steps after `warmup` on one fixed batch. Shared by `xfer bench` and `xfer sweep`."""
+    rules = tuple(rules or rules_lib.DEFAULT_RULES)
+    abstract = model_params.abstract_params(cfg)
+    mask = jax.tree.map(lambda _: True, abstract)
+    total = warmup + steps
+    tx = optim.make_optimizer(optim_cfg, total, abstract)
+    shardings = state_lib.state_shardings(param_shardings(cfg, mesh, rules), abstract, tx, mask, mesh)
+    rows, seq = host_batch["tokens"].shape
+    batch_sharding = NamedSharding(mesh, rules_lib.spec_for(("batch", "seq"), (rows, seq), dict(mesh.shape), rules))
+    with jax.set_mesh(mesh), rules_lib.use_rules(rules):
+        state = jax.jit(lambda p: state_lib.new_state(p, tx, mask), out_shardings=shardings)(
+            init_sharded(cfg, mesh, 0, rules))
+        batch = {k: jax.device_put(v, batch_sharding) for k, v in host_batch.items()}
+        step = step_lib.compile_train_step(shardings, batch_sharding, cfg=cfg, tx=tx, mask=mask, accum=grad_accum,
+                                           schedule=optim.learning_rate(optim_cfg, total), loss_chunk=loss_chunk)
+        t0 = time.perf_counter()
+        compiled = step.lower(state, batch).compile()
+        compile_s = time.perf_counter() - t0
+        times = []
+        for i in range(total):
+            t0 = time.perf_counter()
+            state, m = compiled(state, batch)
+            jax.block_until_ready(m)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        if profile:
+            with jax.profiler.trace(profile, create_perfetto_trace=True):
+                for _ in range(3):
+                    state, m = compiled(state, batch)
+                jax.block_until_ready(m)
+    return {"compile_s": compile_s, "step_s": statistics.median(times), "step_s_min": min(times),
+            "loss": float(m["loss"]), "memory": compiled.memory_analysis()}
+
+
 def run(args) -> dict:
     sizes = dict(kv.split("=") for kv in args.mesh.split(",") if kv)
     mesh = mesh_lib.make_mesh({k: int(v) for k, v in sizes.items()})
@@ -76,50 +112,26 @@ def run(args) -> dict:
     rows = args.batch * mesh.size
     optim_cfg = optim.default_optim_config()
     optim_cfg.moment_dtype = args.moment_dtype
-    abstract = model_params.abstract_params(cfg)
-    mask = jax.tree.map(lambda _: True, abstract)
-    tx = optim.make_optimizer(optim_cfg, 1000, abstract)
-    shardings = state_lib.state_shardings(param_shardings(cfg, mesh), abstract, tx, mask, mesh)
-    batch_sharding = NamedSharding(mesh, rules_lib.spec_for(("batch", "seq"), (rows, args.seq), dict(mesh.shape)))
-    with jax.set_mesh(mesh):
-        state = jax.jit(lambda p: state_lib.new_state(p, tx, mask), out_shardings=shardings)(init_sharded(cfg, mesh))
-        batch = {k: jax.device_put(v, batch_sharding) for k, v in synthetic_batch(rows, args.seq, cfg.vocab_size, args.packed).items()}
-        step = step_lib.compile_train_step(shardings, batch_sharding, cfg=cfg, tx=tx, mask=mask,
-                                           schedule=optim.learning_rate(optim_cfg, 1000), loss_chunk=args.loss_chunk)
-        t0 = time.perf_counter()
-        compiled = step.lower(state, batch).compile()
-        compile_s = time.perf_counter() - t0
-        for _ in range(args.warmup):
-            state, m = compiled(state, batch)
-        jax.block_until_ready(m)
-        times = []
-        for _ in range(args.steps):
-            t0 = time.perf_counter()
-            state, m = compiled(state, batch)
-            jax.block_until_ready(m)
-            times.append(time.perf_counter() - t0)
-        if args.profile:
-            with jax.profiler.trace(args.profile, create_perfetto_trace=True):
-                for _ in range(3):
-                    state, m = compiled(state, batch)
-                jax.block_until_ready(m)
-    seconds = statistics.median(times)
+    timing = time_train_step(cfg, mesh, synthetic_batch(rows, args.seq, cfg.vocab_size, args.packed),
+                             optim_cfg=optim_cfg, loss_chunk=args.loss_chunk, warmup=args.warmup, steps=args.steps,
+                             profile=args.profile)
+    seconds = timing["step_s"]
     fig = metrics.throughput(cfg, args.seq, rows * args.seq, seconds, mesh.size)
     mem = metrics.memory_gb()
     device = jax.devices()[0]
-    result = {
+    return {
         "system": "ours", "shape": args.shape, "card": device.device_kind, "devices": mesh.size, "batch": args.batch,
         "seq": args.seq, "tokens_per_s_per_device": round(fig["tokens_per_s_per_device"]),
         "tflops_per_device": round(fig["tflops_per_device"], 1),
         "mfu": None if fig["mfu"] is None else round(fig["mfu"], 3),
         "peak_mem_gb": round(mem.get("peak_mem_gb", mem.get("host_rss_gb", 0.0)), 1),
-        "step_time_s": round(seconds, 4), "compile_s": round(compile_s, 1), "loss": float(m["loss"]),
+        "step_time_s": round(seconds, 4), "compile_s": round(timing["compile_s"], 1), "loss": timing["loss"],
         "date": str(datetime.date.today()), "versions": f"jax {jax.__version__}",
         "command": "xfer bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
-        "notes": ", ".join(x for x in (f"mesh {dict(mesh.shape)}", f"attention {args.attention}", f"remat {args.remat}", "unrolled" if args.no_scan else "scan",
-                                       f"loss_chunk {args.loss_chunk}", f"packed {args.packed}", args.notes) if x),
+        "notes": ", ".join(x for x in (f"mesh {dict(mesh.shape)}", f"attention {args.attention}", f"remat {args.remat}",
+                                       "unrolled" if args.no_scan else "scan", f"loss_chunk {args.loss_chunk}",
+                                       f"packed {args.packed}", args.notes) if x),
     }
-    return result
 
 
 def main(argv: list[str]) -> int:
