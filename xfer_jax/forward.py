@@ -45,7 +45,7 @@ def load(ckpt_dir: str | pathlib.Path, *, mesh: jax.sharding.Mesh | None = None,
     rules = tuple(rules or rules_lib.DEFAULT_RULES)
     if mesh is None:
         cfg, params = checkpoint.load_params(ckpt_dir, step=step, **run_overrides)
-        return LoadedModel(cfg, params)
+        return LoadedModel(cfg, jax.device_put(params))  # on the device once, not copied at every call
     meta = checkpoint.read_meta(ckpt_dir, step)
     cfg = LlamaConfig.from_dict(meta["model"]).replace(**run_overrides)
     cfg, params = checkpoint.load_params(ckpt_dir, step=step, shardings=param_shardings(cfg, mesh, rules), **run_overrides)
