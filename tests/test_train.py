@@ -37,6 +37,7 @@ def test_loss_falls_on_real_text(pretrain_config):
     assert last < first - 1.0, (first, last)
     assert summary["eval/zh/loss"] < first and summary["eval/en/loss"] < first
     assert summary["skipped"] == 0 and summary["loss/zh"] > 0 and summary["loss/en"] > 0
+    assert (pathlib.Path(c.train.out_dir) / "ckpt" / "tokenizer.model").read_bytes() == open(c.data.tokenizer, "rb").read()
 
 
 def _train_cmd(c, steps):

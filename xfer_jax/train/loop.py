@@ -11,6 +11,7 @@ finish the current step, save, and exit with 128+signal so a scheduler can reque
 import json
 import math
 import pathlib
+import shutil
 import signal
 import time
 
@@ -103,6 +104,8 @@ class Trainer:
         self.data = pipeline.make_train_iterator(config.data, sharding=self.batch_sharding, tokenizer=self.tokenizer)
         self.manager = checkpoint.manager(self.out / "ckpt", max_to_keep=config.train.keep,
                                           async_save=config.train.async_save)
+        if jax.process_index() == 0:  # the checkpoint carries its vocabulary, so exports get tokenizer files
+            shutil.copyfile(config.data.tokenizer, self.out / "ckpt" / checkpoint.TOKENIZER_FILE)
         self.writer = metrics_lib.MetricWriter(self.out)
         self._signal = None
 
