@@ -1,0 +1,141 @@
+"""`xfer vocab train | merge | extend | report`: vocabulary extension, one stage per sub-command.
+
+    xfer vocab train  --source .cache/corpus/zh/train.txt --out vocab/zh.model --vocab_size 20000
+    xfer vocab merge  --base .cache/llama_tokenizer/tokenizer.model --add vocab/zh.model --out vocab/merged.model
+    xfer vocab extend --ckpt ckpts/llama2_7b --tokenizer vocab/merged.model --init subword_mean --out ckpts/llama2_7b_zh
+    xfer vocab report --tokenizer base=.cache/llama_tokenizer/tokenizer.model --tokenizer merged=vocab/merged.model \\
+                      --corpus .cache/corpus --langs zh,en --out vocab/report
+"""
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+
+from xfer_jax.data.sources import DOC_SPLITS, TEXT_FORMATS, SourceSpec
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError)
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{flag} {value!r}: expected NAME=PATH (e.g. {flag} zh=heldout.txt)")
+        pairs[name] = path
+    return pairs
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="text", choices=TEXT_FORMATS, help="format of the text files")
+    p.add_argument("--text_field", default="text", help="field holding the document (jsonl, parquet, tfds)")
+    p.add_argument("--doc_split", default="line", choices=DOC_SPLITS, help="text: one document per line or per block")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xfer vocab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a sentencepiece model on target-language text")
+    t.add_argument("--source", action="append", required=True, help="file, glob or directory of text (repeatable)")
+    _source_args(t)
+    t.add_argument("--max_documents", type=int, default=0, help="per source, a fixed random sample (0: all)")
+    t.add_argument("--out", required=True, help="the .model file to write")
+    t.add_argument("--vocab_size", type=int, default=20000)
+    t.add_argument("--model_type", default="bpe", choices=["bpe", "unigram"])
+    t.add_argument("--character_coverage", type=float, default=0.9995)
+    t.add_argument("--no_byte_fallback", action="store_true", help="unknown characters become <unk>, not bytes")
+    t.add_argument("--normalization", default="identity", help="sentencepiece rule: identity (LLaMA's), nmt_nfkc, ...")
+    t.add_argument("--max_sentences", type=int, default=2_000_000, help="sentences sampled for training")
+    t.add_argument("--num_threads", type=int, default=2)
+    t.add_argument("--seed", type=int, default=0)
+
+    m = sub.add_parser("merge", help="append a model's new pieces to a base model (every base id kept)")
+    m.add_argument("--base", required=True, help="base sentencepiece model (LLaMA's tokenizer.model)")
+    m.add_argument("--add", required=True, help="model whose new pieces are appended (from `xfer vocab train`)")
+    m.add_argument("--out", required=True, help="merged .model to write")
+    m.add_argument("--hf_dir", default=None, help="where the Hugging Face tokenizer files go (default: OUT's name + _hf)")
+    m.add_argument("--max_added", type=int, default=0, help="append at most this many pieces, best first (0: all)")
+    m.add_argument("--score_policy", default="below_base", choices=["below_base", "zero"],
+                   help="below_base: sentencepiece and transformers agree; zero: Chinese-LLaMA's (they do not)")
+    m.add_argument("--pad_to_multiple", type=int, default=0, help="append unused pieces up to a multiple (64, 128)")
+    m.add_argument("--keep_ascii", action="store_true", help="also append pieces made only of ASCII (changes English)")
+    m.add_argument("--max_length", type=int, default=4096, help="model_max_length in tokenizer_config.json")
+
+    e = sub.add_parser("extend", help="grow a checkpoint's embedding and lm_head to a merged tokenizer")
+    e.add_argument("--ckpt", required=True, help="xfer_jax checkpoint directory")
+    e.add_argument("--tokenizer", required=True, help="the merged .model (from `xfer vocab merge`)")
+    e.add_argument("--init", default="subword_mean", choices=["random", "mean", "noisy_mean", "subword_mean"])
+    e.add_argument("--out", required=True, help="checkpoint directory to write (step 0)")
+    e.add_argument("--base_tokenizer", default=None, help="the checkpoint's tokenizer (default: CKPT/tokenizer.model)")
+    e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--noise_scale", type=float, default=0.1, help="noisy_mean: noise std over each dimension's std")
+    e.add_argument("--overwrite", action="store_true")
+
+    r = sub.add_parser("report", help="tokens per character / byte on held-out text, per language and tokenizer")
+    r.add_argument("--tokenizer", action="append", required=True, help="NAME=PATH (repeatable; the first is the reference)")
+    r.add_argument("--text", action="append", default=[], help="LANG=PATH of held-out text (repeatable)")
+    r.add_argument("--corpus", default=None, help="a `xfer data fetch` cache: uses CORPUS/LANG/heldout.txt")
+    r.add_argument("--langs", default="zh,en", help="with --corpus: comma-separated languages")
+    _source_args(r)
+    r.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    return p
+
+
+def run(args) -> None:
+    if args.command == "train":
+        from xfer_jax.vocab.train import TrainOptions, train_tokenizer
+
+        specs = [SourceSpec(lang="vocab", path=s, format=args.format, text_field=args.text_field,
+                            doc_split=args.doc_split, max_documents=args.max_documents) for s in args.source]
+        options = TrainOptions(vocab_size=args.vocab_size, model_type=args.model_type,
+                               character_coverage=args.character_coverage, byte_fallback=not args.no_byte_fallback,
+                               normalization=args.normalization, max_sentences=args.max_sentences,
+                               num_threads=args.num_threads, seed=args.seed)
+        print(f"wrote {train_tokenizer(specs, args.out, options)}")
+    elif args.command == "merge":
+        from xfer_jax.vocab.merge import MergeOptions, merge_files
+
+        out = pathlib.Path(args.out)
+        hf_dir = args.hf_dir or out.with_name(out.stem + "_hf")
+        options = MergeOptions(max_added=args.max_added, score_policy=args.score_policy,
+                               pad_to_multiple=args.pad_to_multiple, keep_ascii=args.keep_ascii)
+        stats = merge_files(args.base, args.add, out, options, hf_dir=hf_dir, max_length=args.max_length)
+        print(json.dumps(dataclasses.asdict(stats), indent=2))
+        print(f"wrote {out} ({stats.merged_pieces} pieces) and the Hugging Face tokenizer files in {hf_dir}")
+    elif args.command == "extend":
+        from xfer_jax.vocab.resize import ExtendOptions, extend
+
+        options = ExtendOptions(strategy=args.init, seed=args.seed, noise_scale=args.noise_scale)
+        extend(args.ckpt, args.tokenizer, args.out, options, base_tokenizer=args.base_tokenizer, step=args.step,
+               overwrite=args.overwrite)
+    else:
+        from xfer_jax.vocab import report
+
+        texts = _pairs(args.text, "--text")
+        if args.corpus:
+            texts.update({lang: str(pathlib.Path(args.corpus) / lang / "heldout.txt") for lang in args.langs.split(",")})
+        if not texts:
+            raise ValueError("no text to measure: pass --text LANG=PATH or --corpus DIR")
+        specs = {lang: SourceSpec(lang=lang, path=path, format=args.format, text_field=args.text_field,
+                                  doc_split=args.doc_split) for lang, path in texts.items()}
+        result = report.measure(_pairs(args.tokenizer, "--tokenizer"), specs)
+        print(report.markdown(result), end="")
+        if args.out:
+            print("wrote " + " and ".join(map(str, report.write(result, args.out))))
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        run(args)
+    except USER_ERRORS as e:
+        print(f"xfer vocab {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
