@@ -4,11 +4,16 @@ XLA_FLAGS must be set before jax is first imported, hence at the top of conftest
 """
 import os
 import pathlib
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA cache for the session and the subprocesses it starts: the same tiny train step is
+# compiled once, not in every test. A fresh directory per run, so a stale cache never hides a change.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="xfer_xla_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
 
