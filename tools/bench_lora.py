@@ -12,21 +12,13 @@ MFU uses the trainer's full-training FLOP formula; a frozen base skips its weigh
 """
 import argparse
 import json
-import statistics
-import time
 
 import jax
-import numpy as np
-from jax.sharding import NamedSharding
 
-from xfer_jax.data.pipeline import to_device
-from xfer_jax.model import params as model_params
 from xfer_jax.model.config import LORA_TARGETS
 from xfer_jax.model.shapes import SHAPES, get_shape
 from xfer_jax.parallel import mesh as mesh_lib
-from xfer_jax.parallel import rules as rules_lib
-from xfer_jax.parallel.sharding import init_sharded, param_shardings
-from xfer_jax.train import lora_setup, metrics, optim, state as state_lib, step as step_lib
+from xfer_jax.train import bench, metrics, optim
 
 TRAINABLE = {"full": [], "lora": [r"_lora_[ab]$"], "lora_embed": [r"_lora_[ab]$", "^embed_tokens$", "^lm_head$"]}
 
@@ -61,49 +53,21 @@ def model_config(args):
                      remat=args.remat, attention=args.attention, max_position_embeddings=max(args.seq, 2048), **lora)
 
 
-def synthetic_batch(rows: int, seq: int, vocab: int) -> dict:
-    tokens = np.random.default_rng(0).integers(0, vocab, size=(rows, seq), dtype=np.int32)
-    return {"tokens": tokens, "targets": np.roll(tokens, -1, axis=1), "segment_ids": np.ones_like(tokens),
-            "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), tokens.shape).copy(),
-            "loss_weights": np.ones(tokens.shape, np.float32), "lang": np.zeros_like(tokens)}
-
-
 def run(args) -> dict:
     mesh = mesh_lib.make_mesh({k: int(v) for k, v in (kv.split("=") for kv in args.mesh.split(",") if kv)})
     cfg = model_config(args)
-    abstract = model_params.abstract_params(cfg)
-    mask = optim.trainable_mask(abstract, TRAINABLE[args.mode], [])
     optim_cfg = optim.default_optim_config()
     optim_cfg.moment_dtype = args.moment_dtype
-    tx = optim.make_optimizer(optim_cfg, 1000, optim.split_trainable(abstract, mask)[0])
-    shardings = state_lib.state_shardings(param_shardings(cfg, mesh), abstract, tx, mask, mesh)
-    sizes = lora_setup.state_report(state_lib.abstract_state(abstract, tx, mask, shardings), mask)
     rows = args.batch * mesh.size
-    batch_sharding = NamedSharding(mesh, rules_lib.spec_for(("batch", "seq"), (rows, args.seq), dict(mesh.shape)))
-    with jax.set_mesh(mesh), rules_lib.use_rules(rules_lib.DEFAULT_RULES):
-        params = init_sharded(cfg, mesh, seed=0)
-        state = jax.jit(lambda p: state_lib.new_state(p, tx, mask), out_shardings=shardings, donate_argnums=0)(params)
-        batch = to_device(synthetic_batch(rows, args.seq, cfg.vocab_size), batch_sharding)
-        step = step_lib.compile_train_step(shardings, batch_sharding, cfg=cfg, tx=tx, mask=mask,
-                                           schedule=optim.learning_rate(optim_cfg, 1000), loss_chunk=args.loss_chunk,
-                                           dropout_key=lora_setup.dropout_key(cfg, 0))
-        start = time.perf_counter()
-        compiled = step.lower(state, batch).compile()
-        compile_s = time.perf_counter() - start
-        times = []
-        for i in range(args.warmup + args.steps):
-            start = time.perf_counter()
-            state, m = compiled(state, batch)
-            loss = float(m["loss"])
-            if i >= args.warmup:
-                times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    memory = compiled.memory_analysis()
+    timing = bench.time_train_step(cfg, mesh, bench.synthetic_batch(rows, args.seq, cfg.vocab_size, 0),
+                                   optim_cfg=optim_cfg, loss_chunk=args.loss_chunk, warmup=args.warmup,
+                                   steps=args.steps, trainable=tuple(TRAINABLE[args.mode]))
+    seconds, memory = timing["step_s"], timing["memory"]
     return {
         "shape": args.shape, "mode": args.mode, "rank": 0 if args.mode == "full" else args.rank,
         "param_dtype": args.param_dtype, "dtype": args.dtype, "remat": args.remat, "batch_per_device": args.batch,
-        "seq": args.seq, "devices": mesh.size, "device_kind": jax.devices()[0].device_kind, "compile_s": compile_s,
-        "step_s": seconds, "loss": loss, **sizes,
+        "seq": args.seq, "devices": mesh.size, "device_kind": jax.devices()[0].device_kind,
+        "compile_s": timing["compile_s"], "step_s": seconds, "loss": timing["loss"], **timing["sizes"],
         **metrics.throughput(cfg, args.seq, rows * args.seq, seconds, mesh.size), **metrics.memory_gb(),
         "compiled_temp_gb": None if memory is None else memory.temp_size_in_bytes / 1e9,
     }

@@ -23,7 +23,7 @@ from xfer_jax.model.shapes import SHAPES, get_shape
 from xfer_jax.parallel import mesh as mesh_lib
 from xfer_jax.parallel import rules as rules_lib
 from xfer_jax.parallel.sharding import init_sharded, param_shardings
-from xfer_jax.train import metrics, optim, state as state_lib, step as step_lib
+from xfer_jax.train import lora_setup, metrics, optim, state as state_lib, step as step_lib
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,15 +67,17 @@ def synthetic_batch(rows: int, seq: int, vocab: int, packed: int, seed: int = 0)
 
 
 def time_train_step(cfg, mesh, host_batch: dict, *, optim_cfg, rules=None, grad_accum: int = 1, loss_chunk: int = 0,
-                    warmup: int = 3, steps: int = 10, profile: str = "") -> dict:
-    """Build the trainer's state and compiled step on `mesh` exactly as `xfer train` does, then time `steps`
-    steps after `warmup` on one fixed batch. Shared by `xfer bench` and `xfer sweep`."""
+                    warmup: int = 3, steps: int = 10, profile: str = "", trainable: tuple[str, ...] = ()) -> dict:
+    """Build the trainer's state and compiled step on `mesh` exactly as `xfer train` does (parameters matching
+    `trainable` train, all when empty; LoRA dropout on), then time `steps` steps after `warmup` on one fixed
+    batch. Shared by `xfer bench`, `xfer sweep` and tools/bench_lora.py."""
     rules = tuple(rules or rules_lib.DEFAULT_RULES)
     abstract = model_params.abstract_params(cfg)
-    mask = jax.tree.map(lambda _: True, abstract)
+    mask = optim.trainable_mask(abstract, list(trainable), [])
     total = warmup + steps
-    tx = optim.make_optimizer(optim_cfg, total, abstract)
+    tx = optim.make_optimizer(optim_cfg, total, optim.split_trainable(abstract, mask)[0])
     shardings = state_lib.state_shardings(param_shardings(cfg, mesh, rules), abstract, tx, mask, mesh)
+    sizes = lora_setup.state_report(state_lib.abstract_state(abstract, tx, mask, shardings), mask)
     rows, seq = host_batch["tokens"].shape
     batch_sharding = NamedSharding(mesh, rules_lib.spec_for(("batch", "seq"), (rows, seq), dict(mesh.shape), rules))
     with jax.set_mesh(mesh), rules_lib.use_rules(rules):
@@ -83,7 +85,8 @@ def time_train_step(cfg, mesh, host_batch: dict, *, optim_cfg, rules=None, grad_
             init_sharded(cfg, mesh, 0, rules))
         batch = {k: jax.device_put(v, batch_sharding) for k, v in host_batch.items()}
         step = step_lib.compile_train_step(shardings, batch_sharding, cfg=cfg, tx=tx, mask=mask, accum=grad_accum,
-                                           schedule=optim.learning_rate(optim_cfg, total), loss_chunk=loss_chunk)
+                                           schedule=optim.learning_rate(optim_cfg, total), loss_chunk=loss_chunk,
+                                           dropout_key=lora_setup.dropout_key(cfg, 0))
         t0 = time.perf_counter()
         compiled = step.lower(state, batch).compile()
         compile_s = time.perf_counter() - t0
@@ -100,7 +103,7 @@ def time_train_step(cfg, mesh, host_batch: dict, *, optim_cfg, rules=None, grad_
                     state, m = compiled(state, batch)
                 jax.block_until_ready(m)
     return {"compile_s": compile_s, "step_s": statistics.median(times), "step_s_min": min(times),
-            "loss": float(m["loss"]), "memory": compiled.memory_analysis()}
+            "loss": float(m["loss"]), "memory": compiled.memory_analysis(), "sizes": sizes}
 
 
 def run(args) -> dict:
