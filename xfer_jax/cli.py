@@ -16,6 +16,8 @@ VERBS = {
     "sweep": ("xfer_jax.sweep_cli", "time the train step over meshes x shapes x batches (CSV, plots); --plan: memory"),
     "eval": ("xfer_jax.eval.cli", "ppl/bits per char, exams, generation, code-switching, judge (JSON + Markdown report)"),
     "serve": ("xfer_jax.eval.serve", "a checkpoint behind the OpenAI chat API (/v1/chat/completions)"),
+    "demo": ("xfer_jax.study.demo", "the transfer pipeline end to end on real text, on a CPU in minutes"),
+    "study": ("xfer_jax.study.study", "the paper's arms as a resumable grid, gathered into one report"),
 }
 
 

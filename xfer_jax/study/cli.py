@@ -1,0 +1,61 @@
+"""What `xfer demo` and `xfer study` share on the command line: an ml_collections config file with
+`--config.key=value` overrides (as `xfer train` takes), and where the run lives and where the data is.
+
+    --config FILE[:arg]   the experiment (configs/demo.py, configs/study_*.py)
+    --out DIR             the run directory (default: the config's out_dir)
+    --cache DIR           the data cache: corpus/, instruct/, llama_tokenizer/ (default: $XFER_CACHE, else .cache)
+    --fresh               delete the run directory first and start over
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from absl import flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from xfer_jax.data.fetch import CorpusError, FetchError, default_cache_root
+from xfer_jax.study.runner import SettingsChanged
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, CorpusError, FetchError, SettingsChanged)
+
+
+def parse(argv: list[str], prog: str, default_config: str, usage: str,
+          extra: Callable[[flags.FlagValues], None] | None = None):
+    """The parsed flags (`.config`, `.out`, `.cache`, `.fresh` and the extras), or None after printing the
+    usage (-h) or why the flags are wrong."""
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", default_config, "experiment config file", flag_values=values,
+                                    lock_config=True)
+    flags.DEFINE_string("out", None, "run directory (default: the config's out_dir)", flag_values=values)
+    flags.DEFINE_string("cache", None, "data cache folder (default: $XFER_CACHE, else ./.cache)", flag_values=values)
+    flags.DEFINE_boolean("fresh", False, "delete the run directory first and start over", flag_values=values)
+    if extra:
+        extra(values)
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage + "\nflags:")
+        print("\n".join(f"  --{name}: {values[name].help}" for name in values))
+        return None
+    try:
+        values([prog, *argv])
+    except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+        print(f"{prog}: config error: {e}", file=sys.stderr)
+        return None
+    values.cache = values.cache or str(default_cache_root())
+    absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's notices, one per checkpoint read
+    return values
+
+
+def run_main(prog: str, body: Callable[[], int]) -> int:
+    """body() with the errors a user can fix printed as one line, and a signal's exit code passed on."""
+    from xfer_jax.train.loop import Interrupted
+
+    try:
+        return body()
+    except Interrupted as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return e.exit_code
+    except USER_ERRORS as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1

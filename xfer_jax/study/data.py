@@ -1,0 +1,39 @@
+"""The text an experiment reads, from the cache folder `--cache` (what `xfer data fetch` builds).
+
+Fetching is a no-op on a complete cache, so this runs at every start instead of being a stage: a machine
+without network (the GPU machine) works from a carried cache, and a missing or partial cache is rebuilt
+here rather than discovered half-way through a run.
+"""
+from __future__ import annotations
+
+import pathlib
+
+from xfer_jax.data import fetch, instruct_fetch
+
+
+def prepare(cache, spec) -> dict[str, str]:
+    """{"corpus", "instruct"[, "llama_tokenizer"]}: paths under CACHE for the spec's two languages."""
+    cache = pathlib.Path(cache)
+    paths = {"corpus": fetch.fetch_corpus(cache / "corpus", [spec.target_lang, spec.base_lang],
+                                          max_chars=spec.max_chars),
+             "instruct": instruct_fetch.fetch_instruct(cache / "instruct")}
+    if spec.tokenizers.base == "llama":
+        paths["llama_tokenizer"] = fetch.fetch_llama_tokenizer(cache / "llama_tokenizer")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def heldout_subset(out: pathlib.Path, *, corpus, langs, max_documents: int) -> dict:
+    """The held-out text the evaluations read: the corpus itself, or (max_documents > 0) that many documents
+    per language taken evenly spaced through CORPUS/{lang}/heldout.txt (whose order follows the sources, so
+    the first N would all come from one package), written as OUT/{lang}/heldout.txt."""
+    if not max_documents:
+        return {"corpus": str(corpus), "documents": None}
+    counts = {}
+    for lang in langs:
+        docs = (pathlib.Path(corpus) / lang / "heldout.txt").read_text(encoding="utf-8").splitlines()
+        n = min(max_documents, len(docs))
+        kept = [docs[i * len(docs) // n] for i in range(n)]
+        (out / lang).mkdir(parents=True, exist_ok=True)
+        (out / lang / "heldout.txt").write_text("".join(d + "\n" for d in kept), encoding="utf-8")
+        counts[lang] = n
+    return {"corpus": str(out), "documents": counts}
