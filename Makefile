@@ -19,7 +19,7 @@ fetch: setup
 	XFER_CACHE=$(CACHE) $(BIN)/xfer data fetch --tokenizer
 
 demo: fetch
-	$(BIN)/xfer parity --shape tiny --tokenizer $(CACHE)/llama_tokenizer/tokenizer.model --out runs/parity
+	$(BIN)/xfer demo --cache $(CACHE)
 
 test: setup
 	$(BIN)/python -m pytest -q
