@@ -12,12 +12,12 @@ pairs (`python -m xfer_jax.data.instruct_fetch`): Chinese as BELLE records, Engl
 `data.sources` at real BELLE / Bactrian-X / Alpaca / ShareGPT files (format belle | bactrian_x | alpaca |
 sharegpt). Everything else (mesh, rules, train.*) is configs/pretrain.py's.
 """
-import importlib.util
 import os
 import pathlib
 
 import ml_collections
 
+from xfer_jax.config_files import load_config
 from xfer_jax.model.config import LORA_TARGETS
 
 CACHE = os.environ.get("XFER_CACHE", ".cache")
@@ -32,10 +32,7 @@ MODES = {
 
 def sibling_config(name: str, *args) -> ml_collections.ConfigDict:
     """get_config(*args) of configs/<name>.py (config files are loaded by path, not imported as a package)."""
-    spec = importlib.util.spec_from_file_location(f"xfer_config_{name}", pathlib.Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(*args)
+    return load_config(pathlib.Path(__file__).with_name(f"{name}.py"), *args)
 
 
 def instruct_source(lang: str, split: str = "train", weight: float = 1.0) -> dict:

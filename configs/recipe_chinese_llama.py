@@ -13,26 +13,19 @@ one's checkpoint (runs/recipe_chinese_llama/<stage>/ckpt); stage 1 starts from a
 one whose vocabulary was extended. On a CPU with the `tiny` shape, pass --config.data.seq_len=128 to every
 stage (the instruction stage's 512-token rows exceed tiny's 256 positions).
 """
-import importlib.util
 import pathlib
+
+from xfer_jax.config_files import load_module
 
 STAGES = ("embed", "lora", "instruct")
 ROOT = "runs/recipe_chinese_llama"
 EMBEDDINGS = ["^embed_tokens$", "^lm_head$"]
 
 
-def _instruct_module():
-    path = pathlib.Path(__file__).with_name("instruct.py")
-    spec = importlib.util.spec_from_file_location("xfer_config_instruct", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def get_config(stage: str = "embed"):
     if stage not in STAGES:
         raise ValueError(f"configs/recipe_chinese_llama.py:{stage}: stages are {STAGES}, run in this order")
-    instruct = _instruct_module()
+    instruct = load_module(pathlib.Path(__file__).with_name("instruct.py"))
     if stage == "instruct":
         c = instruct.get_config("lora_embed")
     else:

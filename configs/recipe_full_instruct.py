@@ -6,8 +6,9 @@ The study's instruction-tuning arm without adapters (PAPER.md: 1K / 5K / 950K BE
 other languages): configs/instruct.py:full (lr 2e-5, cosine, 3% warmup, no weight decay), one stage whose
 output (runs/recipe_full_instruct/instruct/ckpt) exports with plain `xfer convert orbax-to-hf`.
 """
-import importlib.util
 import pathlib
+
+from xfer_jax.config_files import load_config
 
 STAGES = ("instruct",)
 ROOT = "runs/recipe_full_instruct"
@@ -16,10 +17,6 @@ ROOT = "runs/recipe_full_instruct"
 def get_config(stage: str = "instruct"):
     if stage not in STAGES:
         raise ValueError(f"configs/recipe_full_instruct.py:{stage}: the only stage is {STAGES[0]!r}")
-    path = pathlib.Path(__file__).with_name("instruct.py")
-    spec = importlib.util.spec_from_file_location("xfer_config_instruct", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("full")
+    c = load_config(pathlib.Path(__file__).with_name("instruct.py"), "full")
     c.train.out_dir = f"{ROOT}/{stage}"
     return c

@@ -7,25 +7,18 @@ The study's main path (PAPER.md): every weight moves during further pretraining 
 zh 0.7 / en 0.3 mixture), then only adapters on all seven projections learn the instruction data
 (configs/instruct.py:lora). Stage 2 starts from stage 1's checkpoint (runs/recipe_pretrain_then_lora/pretrain/ckpt).
 """
-import importlib.util
 import pathlib
+
+from xfer_jax.config_files import load_module
 
 STAGES = ("pretrain", "instruct")
 ROOT = "runs/recipe_pretrain_then_lora"
 
 
-def _instruct_module():
-    path = pathlib.Path(__file__).with_name("instruct.py")
-    spec = importlib.util.spec_from_file_location("xfer_config_instruct", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def get_config(stage: str = "pretrain"):
     if stage not in STAGES:
         raise ValueError(f"configs/recipe_pretrain_then_lora.py:{stage}: stages are {STAGES}, run in this order")
-    instruct = _instruct_module()
+    instruct = load_module(pathlib.Path(__file__).with_name("instruct.py"))
     if stage == "pretrain":
         c = instruct.sibling_config("pretrain")
         c.optim.lr = 2e-4

@@ -62,12 +62,9 @@ def small_tokenizer(corpus_dir, tmp_path_factory) -> pathlib.Path:
 @pytest.fixture
 def pretrain_config(corpus_dir, small_tokenizer, tmp_path):
     """configs/pretrain.py on the real corpus with the small tokenizer, writing under tmp_path."""
-    import importlib.util
+    from xfer_jax.config_files import project_config
 
-    spec = importlib.util.spec_from_file_location("pretrain_config", REPO / "configs" / "pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = project_config("pretrain")
     c.data.tokenizer = str(small_tokenizer)
     for entry in list(c.data.sources) + list(c.data.heldout):
         entry["path"] = str(corpus_dir / entry["lang"] / pathlib.Path(entry["path"]).name)

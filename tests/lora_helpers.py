@@ -1,5 +1,4 @@
 """Shared by the LoRA and instruction-tuning tests: stage configs on the real instruction pairs, a tiny base."""
-import importlib.util
 import pathlib
 
 import jax
@@ -9,16 +8,13 @@ import sentencepiece as spm
 from xfer_jax import checkpoint
 from xfer_jax.model import params as model_params
 from xfer_jax.model.shapes import get_shape
+from xfer_jax.config_files import project_config
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
 def load_config(name: str, *args):
     """get_config(*args) of configs/<name>.py, loaded by path as `xfer train --config` does."""
-    spec = importlib.util.spec_from_file_location(f"test_config_{name}", CONFIGS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(*args)
+    return project_config(name, *args)
 
 
 def use_test_data(c, instruct_dir, tokenizer, out_dir):

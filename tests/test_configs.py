@@ -1,13 +1,11 @@
 """Named shapes: parameter counts of the published models, GQA where expected, configs load by path."""
-import importlib.util
-import pathlib
 
 import pytest
 
 from xfer_jax.model.config import LlamaConfig
 from xfer_jax.model.shapes import SHAPES, get_shape
+from xfer_jax.config_files import project_config
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.mark.parametrize("name,billions", [
@@ -26,11 +24,8 @@ def test_gqa_and_vocabularies():
 
 
 def test_config_file_by_path():
-    spec = importlib.util.spec_from_file_location("models_config", CONFIGS / "models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     for name in SHAPES:
-        cfg = module.get_config(name)
+        cfg = project_config("models", name)
         assert LlamaConfig.from_dict(cfg.to_dict()) == get_shape(name)
 
 

@@ -9,7 +9,6 @@ trained base, whose own logits are identical before and after:
   noisy_mean    the mean logit plus a little spread.
   subword_mean  each new logit equals the mean of the old logits of the pieces the base splits it into.
 """
-import importlib.util
 import pathlib
 
 import jax
@@ -26,6 +25,7 @@ from xfer_jax.train.loop import train
 from xfer_jax.vocab.merge import MergeOptions, merge_files, padding_ids
 from xfer_jax.vocab.resize import STRATEGIES, ExtendOptions, base_segments, extend
 from xfer_jax.vocab.train import TrainOptions, train_tokenizer
+from xfer_jax.config_files import project_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 apply = jax.jit(model_params.apply, static_argnums=0)
@@ -33,10 +33,7 @@ hidden_states = jax.jit(lambda cfg, params, tokens: model_params.bind(cfg, param
 
 
 def pretrain_config():
-    spec = importlib.util.spec_from_file_location("pretrain_config", REPO / "configs" / "pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return project_config("pretrain")
 
 
 @pytest.fixture(scope="module")

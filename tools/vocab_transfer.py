@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import math
 import pathlib
@@ -38,6 +37,7 @@ from xfer_jax.train.loop import train
 from xfer_jax.vocab.merge import MergeOptions, merge_files
 from xfer_jax.vocab.resize import STRATEGIES, ExtendOptions, extend
 from xfer_jax.vocab.train import TrainOptions, train_tokenizer
+from xfer_jax.config_files import project_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -60,10 +60,7 @@ def build_tokenizers(args, out: pathlib.Path) -> tuple[pathlib.Path, pathlib.Pat
 
 def pretrain_config():
     """configs/pretrain.py's get_config() (a file, not a package: loaded by path, as `xfer train` does)."""
-    spec = importlib.util.spec_from_file_location("pretrain_config", REPO / "configs" / "pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return project_config("pretrain")
 
 
 def train_config(args, tokenizer, out_dir, steps: int, weights: dict[str, float], init_from: str = ""):

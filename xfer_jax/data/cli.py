@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import importlib.util
 import json
 import sys
 
+from xfer_jax import config_files
 from xfer_jax.data.sources import SourceSpec, specs_from_config
 
 CASTS = {"float": float, "int": int}
@@ -21,12 +21,7 @@ CASTS = {"float": float, "int": int}
 def load_config(spec: str):
     """`path.py[:arg]` → its get_config(arg); the `data` section when the config has one."""
     path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("xfer_data_config", path)
-    if module_spec is None:
-        raise FileNotFoundError(f"--config {path}: not a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(arg) if arg else module.get_config()
+    config = config_files.load_config(path, *([arg] if arg else []))
     return config.data if "data" in config else config
 
 

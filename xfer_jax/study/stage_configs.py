@@ -10,13 +10,13 @@ train step of two runs differs only where their shapes or schedules do.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import pathlib
 
 import ml_collections
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+from xfer_jax.config_files import CONFIGS, load_config
+
 RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention", "scan_layers")
 
 
@@ -25,10 +25,7 @@ def project_config(name: str, *args) -> ml_collections.ConfigDict:
     path = CONFIGS / f"{name}.py"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the study builds its stages on the project's configs/")
-    spec = importlib.util.spec_from_file_location(f"xfer_config_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(*args)
+    return load_config(path, *args)
 
 
 def languages(spec) -> list[str]:
