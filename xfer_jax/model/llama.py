@@ -8,6 +8,7 @@ so compile time does not grow with depth. Each parameter carries its logical axi
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
@@ -79,32 +80,43 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segment_ids, key=None, cache=None):
     """One pre-norm LLaMA layer on x [B, T, E]; `w` holds this layer's (unstacked) weights and adapters.
 
-    `key` drives LoRA dropout. `cache` = (k_cache, v_cache, index, valid) decodes against a KV cache and the
-    layer then returns (x, (k_cache, v_cache)) with this step's keys and values written at `index`.
+    `key` drives LoRA dropout. `cache` = (k_all, v_all, layer, index, valid) decodes against the whole KV cache
+    [L, B, S, K, D]; the layer then returns (x, (k_all, v_all)) with this step's keys and values written into
+    layer `layer` at slot `index`. Only the new slots are written, so a donated cache is updated in place.
     """
     keys = [None] * len(PROJECTIONS) if key is None else list(jax.random.split(key, len(PROJECTIONS)))
     proj = lambda name, h: lora.project(cfg, w, name, h, keys[list(PROJECTIONS).index(name)])  # noqa: E731
 
     h = rms_norm(x, w["input_layernorm"], cfg.rms_norm_eps)
-    q = constrain(proj("q_proj", h), ("batch", "seq", "act_heads", None))
-    k = constrain(proj("k_proj", h), ("batch", "seq", "act_kv_heads", None))
-    v = constrain(proj("v_proj", h), ("batch", "seq", "act_kv_heads", None))
+    if "qkv_proj" in w:  # one GEMM for q, k and v (see fuse_projections)
+        groups = cfg.num_heads // cfg.num_kv_heads
+        qkv = constrain(jnp.einsum("bte,ekgd->btkgd", h, w["qkv_proj"]), ("batch", "seq", "act_kv_heads", None, None))
+        q = qkv[:, :, :, :groups].reshape(*h.shape[:2], cfg.num_heads, cfg.head_dim)
+        k, v = qkv[:, :, :, groups], qkv[:, :, :, groups + 1]
+    else:
+        q = constrain(proj("q_proj", h), ("batch", "seq", "act_heads", None))
+        k = constrain(proj("k_proj", h), ("batch", "seq", "act_kv_heads", None))
+        v = constrain(proj("v_proj", h), ("batch", "seq", "act_kv_heads", None))
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is None:
         attn = attention(q, k, v, segment_ids, cfg.attention)
-    else:
-        k_cache, v_cache, index, valid = cache
-        k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
-        v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
-        attn = cached_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), index, valid)
+    else:  # write this step's keys/values into layer `layer` of the whole cache (in place), attend over it
+        k_all, v_all, layer, index, valid = cache
+        k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))
+        v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, index, 0, 0))
+        attn = cached_attention(q, k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), index, valid)
     attn = checkpoint_name(attn, "attn_out")
     x = x + constrain(proj("o_proj", attn), ("batch", "seq", "act_embed"))
 
     h = rms_norm(x, w["post_attention_layernorm"], cfg.rms_norm_eps)
-    gate = constrain(proj("gate_proj", h), ("batch", "seq", "act_mlp"))
-    up = constrain(proj("up_proj", h), ("batch", "seq", "act_mlp"))
+    if "gate_up_proj" in w:
+        gate_up = constrain(jnp.einsum("bte,egf->btgf", h, w["gate_up_proj"]), ("batch", "seq", None, "act_mlp"))
+        gate, up = gate_up[:, :, 0], gate_up[:, :, 1]
+    else:
+        gate = constrain(proj("gate_proj", h), ("batch", "seq", "act_mlp"))
+        up = constrain(proj("up_proj", h), ("batch", "seq", "act_mlp"))
     x = x + constrain(proj("down_proj", jax.nn.silu(gate) * up), ("batch", "seq", "act_embed"))
-    return x if cache is None else (x, (k_cache, v_cache))
+    return x if cache is None else (x, (k_all, v_all))
 
 
 def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> dict:
@@ -128,7 +140,7 @@ class DecoderLayers(nnx.Module):
                 setattr(self, name, nnx.Param(lora.init_lora(rngs.params(), shape, name), logical_axes=axes))
         self.names = tuple(name for name in vars(self) if isinstance(getattr(self, name), nnx.Param))
 
-    def _scan(self, body, x, extra):
+    def _scan(self, body, carry, extra, fuse: bool = False):
         """`lax.scan` over layers (compile time flat in depth), or a Python loop when `scan_layers` is off
         (XLA then schedules across layers and keeps no stacked per-layer residual buffers)."""
         # Cast the base weights to the compute dtype once, before the layers: GEMMs then take plain bf16
@@ -136,15 +148,17 @@ class DecoderLayers(nnx.Module):
         dtype = jnp.dtype(self.cfg.dtype)
         weights = {name: getattr(self, name)[...] for name in self.names}
         weights = {name: w if "_lora_" in name else w.astype(dtype) for name, w in weights.items()}
+        if fuse and self.cfg.fuse_projections:
+            weights = fuse_projections(self.cfg, weights)
         if self.cfg.remat != "none":
             body = jax.checkpoint(body, policy=_REMAT[self.cfg.remat], prevent_cse=False)
         if self.cfg.scan_layers:
-            return jax.lax.scan(body, x, (weights, extra))
+            return jax.lax.scan(body, carry, (weights, extra))
         outputs = []
         for i in range(self.cfg.num_layers):
-            x, out = body(x, jax.tree.map(lambda a: a[i], (weights, extra)))
+            carry, out = body(carry, jax.tree.map(lambda a: a[i], (weights, extra)))
             outputs.append(out)
-        return x, jax.tree.map(lambda *a: jnp.stack(a), *outputs) if outputs[0] is not None else None
+        return carry, jax.tree.map(lambda *a: jnp.stack(a), *outputs) if outputs[0] is not None else None
 
     def __call__(self, x, positions, segment_ids, dropout_key=None):
         cfg = self.cfg
@@ -155,19 +169,44 @@ class DecoderLayers(nnx.Module):
             w, key = inputs
             return decoder_layer(cfg, w, x, cos, sin, segment_ids, key), None
 
-        x, _ = self._scan(body, x, keys)
+        x, _ = self._scan(body, x, keys, fuse=True)
         return x
 
     def decode(self, x, positions, cache: dict):
+        """Layers over the KV cache, which rides along as loop state so each layer writes only its new slots.
+        Projections stay unfused here: fusing would copy every weight once per generated token."""
         cfg = self.cfg
         cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
 
-        def body(x, inputs):
-            w, (k_cache, v_cache) = inputs
-            return decoder_layer(cfg, w, x, cos, sin, None, cache=(k_cache, v_cache, cache["index"], cache["valid"]))
+        def body(carry, inputs):
+            x, k_all, v_all = carry
+            w, layer = inputs
+            x, (k_all, v_all) = decoder_layer(cfg, w, x, cos, sin, None,
+                                              cache=(k_all, v_all, layer, cache["index"], cache["valid"]))
+            return (x, k_all, v_all), None
 
-        x, (k, v) = self._scan(body, x, (cache["k"], cache["v"]))
+        (x, k, v), _ = self._scan(body, (x, cache["k"], cache["v"]), np.arange(cfg.num_layers, dtype=np.int32))
         return x, k, v
+
+
+def fuse_projections(cfg: LlamaConfig, weights: dict) -> dict:
+    """Stacked layer weights with q/k/v as one [L, E, K, G+2, D] matrix (each kv head's G query heads, then its
+    key and its value) and gate/up as one [L, E, 2, F]: one GEMM instead of three and two, which reads the
+    normed activations once, keeps the skinny k/v GEMMs out, and sums one input gradient instead of adding
+    three. The new axes sit inside the kv-head and mlp axes, so tensor-parallel shards stay local.
+    Projections with LoRA adapters stay separate (their adapters apply per projection)."""
+    adapted = set(cfg.lora_targets) if cfg.lora_rank else set()
+    weights = dict(weights)
+    if not adapted & {"q_proj", "k_proj", "v_proj"}:
+        q, k, v = weights.pop("q_proj"), weights.pop("k_proj"), weights.pop("v_proj")
+        layers, embed, kv_heads, head_dim = k.shape
+        q = q.reshape(layers, embed, kv_heads, cfg.num_heads // kv_heads, head_dim)
+        weights["qkv_proj"] = constrain(jnp.concatenate([q, k[:, :, :, None], v[:, :, :, None]], axis=3),
+                                        ("layers", "embed", "kv_heads", None, "head_dim"))
+    if not adapted & {"gate_proj", "up_proj"}:
+        weights["gate_up_proj"] = constrain(jnp.stack([weights.pop("gate_proj"), weights.pop("up_proj")], axis=2),
+                                            ("layers", "embed", None, "mlp"))
+    return weights
 
 
 class Llama(nnx.Module):

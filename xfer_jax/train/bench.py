@@ -37,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--param_dtype", default="float32")
     p.add_argument("--remat", default="none")
     p.add_argument("--no_scan", action="store_true", help="unroll the layers instead of lax.scan")
+    p.add_argument("--no_fuse", action="store_true", help="separate q/k/v and gate/up GEMMs (fuse_projections off)")
     p.add_argument("--attention", default="xla")
     p.add_argument("--loss_chunk", type=int, default=0)
     p.add_argument("--moment_dtype", default="float32", help="AdamW first-moment dtype")
@@ -111,7 +112,7 @@ def run(args) -> dict:
     mesh = mesh_lib.make_mesh({k: int(v) for k, v in sizes.items()})
     cfg = get_shape(args.shape, vocab_size=args.vocab_size, dtype=args.dtype, param_dtype=args.param_dtype,
                     remat=args.remat, attention=args.attention, max_position_embeddings=max(args.seq, 2048),
-                    scan_layers=not args.no_scan)
+                    scan_layers=not args.no_scan, fuse_projections=not args.no_fuse)
     rows = args.batch * mesh.size
     optim_cfg = optim.default_optim_config()
     optim_cfg.moment_dtype = args.moment_dtype
@@ -132,7 +133,8 @@ def run(args) -> dict:
         "date": str(datetime.date.today()), "versions": f"jax {jax.__version__}",
         "command": "xfer bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
         "notes": ", ".join(x for x in (f"mesh {dict(mesh.shape)}", f"attention {args.attention}", f"remat {args.remat}",
-                                       "unrolled" if args.no_scan else "scan", f"loss_chunk {args.loss_chunk}",
+                                       "unrolled" if args.no_scan else "scan",
+                                       "unfused" if args.no_fuse else "fused", f"loss_chunk {args.loss_chunk}",
                                        f"packed {args.packed}", args.notes) if x),
     }
 
