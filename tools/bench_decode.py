@@ -72,6 +72,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--bandwidth_tbs", type=float, help="HBM bandwidth in TB/s (default from the device kind: "
                    + ", ".join(f"{n} {b}" for n, b in BANDWIDTH_TBS) + ")")
     p.add_argument("--json", help="also write the result to this file")
+    p.add_argument("--profile", help="write a Perfetto trace of 16 decoding steps to this directory "
+                   "(summarise with tools/trace_summary.py DIR --steps 16)")
     args = p.parse_args(argv)
 
     device = jax.devices()[0]
@@ -79,7 +81,9 @@ def main(argv: list[str]) -> int:
     overrides = {"vocab_size": args.vocab_size} if args.vocab_size else {}
     cfg = get_shape(args.shape, dtype=args.dtype, param_dtype=args.dtype, scan_layers=not args.no_scan, **overrides)
     params = random_params(cfg)
-    generator = Generator(LoadedModel(cfg, params), eos_id=-1, batch_size=args.batch)  # -1: never stops early
+    weights, kv = bytes_per_step(cfg, params, args.batch, args.prompt_len + args.new_tokens)
+    generator = Generator(LoadedModel(cfg, params), eos_id=-1, batch_size=args.batch,  # -1: never stops early
+                          release_model=True)
     sampling = Sampling(max_new_tokens=args.new_tokens)
     prompts = [list(np.random.RandomState(i).randint(3, cfg.vocab_size, args.prompt_len)) for i in range(args.batch)]
     compile_s = generator.warm_up(args.prompt_len, sampling)
@@ -96,8 +100,13 @@ def main(argv: list[str]) -> int:
         prefill.append(t1 - t0)
         per_step.append((time.perf_counter() - t1) / (args.new_tokens - 1))
 
+    if args.profile:
+        with jax.profiler.trace(args.profile, create_perfetto_trace=True):
+            for _ in range(16):
+                state = generator.step(state, sampling)
+            jax.block_until_ready(state["token"])
+
     step_s = min(per_step)
-    weights, kv = bytes_per_step(cfg, params, args.batch, args.prompt_len + args.new_tokens)
     result = {
         "device": device.device_kind, "shape": args.shape, "layers": "unrolled" if args.no_scan else "scan",
         "dtype": args.dtype, "parameters": cfg.num_params(),

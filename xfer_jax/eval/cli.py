@@ -154,7 +154,8 @@ def run_generate(args) -> int:
                         seed=args.seed)
     prompts.template(args.template)  # a bad name fails before the model loads
     model, tokenizer = _load(args, args.ckpt, args.tokenizer)
-    generator = Generator(model, eos_id=tokenizer.eos_id, batch_size=args.batch_size, vocab_size=tokenizer.vocab_size)
+    generator = Generator(model, eos_id=tokenizer.eos_id, batch_size=args.batch_size, vocab_size=tokenizer.vocab_size,
+                          release_model=True)
     records, stats = prompts.generate_file(generator, tokenizer, args.prompts, sampling, args.template, args.system,
                                            progress=not args.no_progress)
     result = {"ckpt": args.ckpt, "prompts": args.prompts, "template": args.template,

@@ -62,12 +62,12 @@ def _choose(logits, seen, key, knobs, vocab_size: int):
 
 # Module-level jits with the config static: every Generator over the same shapes shares the compiled code.
 @functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "cache_dtype", "max_new"))
-def _prefill(params, tokens, valid, active, knobs, key, *, cfg, vocab_size, cache_dtype, max_new):
+def _prefill(params, layers, tokens, valid, active, knobs, key, *, cfg, vocab_size, cache_dtype, max_new):
     batch, length = tokens.shape
     model = model_params.bind(cfg, params)
     cache = init_cache(cfg, batch, length + max_new, cache_dtype)
     positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
-    logits, cache = model.decode(tokens, positions, cache, valid)
+    logits, cache = model.decode(tokens, positions, cache, valid, layer_weights=layers)
     rows = jnp.arange(batch)[:, None]
     seen = jnp.zeros((batch, logits.shape[-1]), jnp.int32).at[rows, tokens].max(valid.astype(jnp.int32)) > 0
     key, sub = jax.random.split(key)
@@ -78,9 +78,9 @@ def _prefill(params, tokens, valid, active, knobs, key, *, cfg, vocab_size, cach
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "vocab_size"), donate_argnames="state")
-def _step(params, state, knobs, *, cfg, vocab_size):
+def _step(params, layers, state, knobs, *, cfg, vocab_size):
     model = model_params.bind(cfg, params)
-    logits, cache = model.decode(state["token"][:, None], state["pos"][:, None], state["cache"])
+    logits, cache = model.decode(state["token"][:, None], state["pos"][:, None], state["cache"], layer_weights=layers)
     key, sub = jax.random.split(state["key"])
     token = jnp.where(state["done"], 0, _choose(logits[:, 0], state["seen"], sub, knobs, vocab_size))
     rows = jnp.arange(token.shape[0])
@@ -91,11 +91,22 @@ def _step(params, state, knobs, *, cfg, vocab_size):
 
 
 class Generator:
-    """Batched KV-cache decoding for one loaded model. `vocab_size` (the tokenizer's) bounds the ids it may emit."""
+    """Batched KV-cache decoding for one loaded model. `vocab_size` (the tokenizer's) bounds the ids it may emit.
+
+    It decodes from its own per-layer copy of the decoder weights (`params.unstack_layers`: batch-1 decoding
+    is bandwidth-bound, and slices of the stacked arrays cost copies). With `release_model=True` the model's
+    stacked layer weights are deleted once copied, so memory holds the weights once; the model can then only
+    generate through this Generator."""
 
     def __init__(self, model: forward.LoadedModel, *, eos_id: int, batch_size: int = 8, vocab_size: int | None = None,
-                 check_every: int = 8, cache_dtype: str | None = None):
+                 check_every: int = 8, cache_dtype: str | None = None, release_model: bool = False):
         self.runner, self.cfg = Runner(model), model.cfg
+        with self.runner.context():
+            self.layers = model_params.unstack_layers(model.cfg, model.params)
+        self.params = {name: value for name, value in model.params.items() if name != "layers"}
+        if release_model:
+            for array in jax.tree.leaves(model.params["layers"]):
+                array.delete()  # any later use of the model fails with JAX's "Array has been deleted"
         self.eos_id, self.batch_size, self.check_every = eos_id, batch_size, check_every
         self.vocab_size = vocab_size or model.cfg.vocab_size
         self.cache_dtype = cache_dtype
@@ -119,13 +130,13 @@ class Generator:
         active = np.arange(self.batch_size) < len(prompts)
         with self.runner.context():
             put = self.runner.put
-            return _prefill(self.runner.model.params, put(tokens), put(valid), put(active), self._knobs(sampling), key,
+            return _prefill(self.params, self.layers, put(tokens), put(valid), put(active), self._knobs(sampling), key,
                             cfg=self.cfg, vocab_size=self.vocab_size, cache_dtype=self.cache_dtype,
                             max_new=self.capacity(sampling))
 
     def step(self, state: dict, sampling: Sampling) -> dict:
         with self.runner.context():
-            return _step(self.runner.model.params, state, self._knobs(sampling), cfg=self.cfg,
+            return _step(self.params, self.layers, state, self._knobs(sampling), cfg=self.cfg,
                          vocab_size=self.vocab_size)
 
     # ---- host side ----

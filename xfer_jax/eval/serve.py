@@ -35,7 +35,8 @@ class ChatModel:
         self.chat = prompts.template(template)
         if self.chat is None:
             raise ValueError("xfer serve needs a chat template (alpaca, llama2_chat or plain), not 'none'")
-        self.generator = Generator(model, eos_id=tokenizer.eos_id, batch_size=1, vocab_size=tokenizer.vocab_size)
+        self.generator = Generator(model, eos_id=tokenizer.eos_id, batch_size=1, vocab_size=tokenizer.vocab_size,
+                                   release_model=True)
         self._lock = threading.Lock()
 
     def sampling(self, body: dict) -> Sampling:

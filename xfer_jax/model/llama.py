@@ -172,9 +172,13 @@ class DecoderLayers(nnx.Module):
         x, _ = self._scan(body, x, keys, fuse=True)
         return x
 
-    def decode(self, x, positions, cache: dict):
+    def decode(self, x, positions, cache: dict, layer_weights: list[dict] | None = None):
         """Layers over the KV cache, which rides along as loop state so each layer writes only its new slots.
-        Projections stay unfused here: fusing would copy every weight once per generated token."""
+        Projections stay unfused here: fusing would copy every weight once per generated token.
+
+        `layer_weights` (from `params.unstack_layers`) replaces the stacked parameters with one buffer per
+        layer and matrix: batch-1 decoding is a matrix-vector product per weight, and XLA reads a slice of a
+        stacked array either through a copy or through a slower fused GEMM."""
         cfg = self.cfg
         cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
 
@@ -185,8 +189,13 @@ class DecoderLayers(nnx.Module):
                                               cache=(k_all, v_all, layer, cache["index"], cache["valid"]))
             return (x, k_all, v_all), None
 
-        (x, k, v), _ = self._scan(body, (x, cache["k"], cache["v"]), np.arange(cfg.num_layers, dtype=np.int32))
-        return x, k, v
+        carry = (x, cache["k"], cache["v"])
+        if layer_weights is None:
+            carry, _ = self._scan(body, carry, np.arange(cfg.num_layers, dtype=np.int32))
+        else:
+            for layer, w in enumerate(layer_weights):
+                carry, _ = body(carry, (w, layer))
+        return carry
 
 
 def fuse_projections(cfg: LlamaConfig, weights: dict) -> dict:
@@ -235,17 +244,18 @@ class Llama(nnx.Module):
         logits = jnp.einsum("bte,ev->btv", h, self.output_matrix().astype(h.dtype))
         return constrain(logits, ("batch", "seq", "act_vocab")).astype(jnp.float32)
 
-    def decode(self, tokens, positions, cache: dict, token_valid=None) -> tuple[jax.Array, dict]:
+    def decode(self, tokens, positions, cache: dict, token_valid=None, layer_weights=None) -> tuple[jax.Array, dict]:
         """Logits [B, T, V] for T new tokens at cache slots index..index+T-1, and the updated cache.
 
         `positions` are the tokens' RoPE positions (left-padded prompts count from their first real token);
-        `token_valid` [B, T] marks real tokens (padding is never attended to)."""
+        `token_valid` [B, T] marks real tokens (padding is never attended to); `layer_weights`: see
+        `DecoderLayers.decode`."""
         if token_valid is None:
             token_valid = jnp.ones(tokens.shape, bool)
         index = cache["index"]
         valid = jax.lax.dynamic_update_slice(cache["valid"], token_valid, (0, index))
         cache = {**cache, "valid": valid}
-        x, k, v = self.layers.decode(self.embed(tokens), positions, cache)
+        x, k, v = self.layers.decode(self.embed(tokens), positions, cache, layer_weights)
         h = rms_norm(x, self.norm[...], self.cfg.rms_norm_eps)
         return self.logits(h), {"k": k, "v": v, "index": index + tokens.shape[1], "valid": valid}
 

@@ -47,6 +47,18 @@ def bind(cfg: LlamaConfig, params: dict) -> Llama:
     return nnx.merge(graphdef, state)
 
 
+def unstack_layers(cfg: LlamaConfig, params: dict) -> list[dict]:
+    """The decoder weights as one dict per layer, every matrix its own buffer (a copy), base weights in the
+    compute dtype and adapters in fp32: what `Llama.decode(..., layer_weights=...)` reads at full bandwidth."""
+    return _unstack(params["layers"], dtype=cfg.dtype)
+
+
+@functools.partial(jax.jit, static_argnames="dtype")
+def _unstack(layers: dict, *, dtype: str) -> list[dict]:
+    layers = {name: w if "_lora_" in name else w.astype(dtype) for name, w in layers.items()}
+    return [{name: w[i] for name, w in layers.items()} for i in range(next(iter(layers.values())).shape[0])]
+
+
 def apply(cfg: LlamaConfig, params: dict, tokens, positions=None, segment_ids=None, dropout_key=None) -> jax.Array:
     """logits [B, T, V] fp32 for token ids [B, T]; `dropout_key` turns on LoRA dropout (training)."""
     return bind(cfg, params)(jnp.asarray(tokens), positions, segment_ids, dropout_key)
