@@ -128,8 +128,10 @@ def test_one_device_equals_eight_with_fsdp_and_tp(pretrain_config):
     p8, m8 = _one_step(cfg, eight, batch)
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
     np.testing.assert_allclose(m8["grad_norm"], m1["grad_norm"], rtol=1e-5)
+    # One AdamW step moves a weight by up to lr whatever its gradient's size, so a weight whose gradient is ~0
+    # turns summation-order noise into a visible step (seen: 1 of 22,528 elements off by 1.3e-5).
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a, b, atol=2e-5)
 
 
 def test_gradient_accumulation_equals_larger_batch(pretrain_config):

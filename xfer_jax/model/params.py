@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from xfer_jax.model.config import LlamaConfig
-from xfer_jax.model.llama import Llama
+from xfer_jax.model.llama import Llama, fuse_projections
 
 
 @functools.lru_cache(maxsize=32)
@@ -49,14 +49,17 @@ def bind(cfg: LlamaConfig, params: dict) -> Llama:
 
 def unstack_layers(cfg: LlamaConfig, params: dict) -> list[dict]:
     """The decoder weights as one dict per layer, every matrix its own buffer (a copy), base weights in the
-    compute dtype and adapters in fp32: what `Llama.decode(..., layer_weights=...)` reads at full bandwidth."""
-    return _unstack(params["layers"], dtype=cfg.dtype)
+    compute dtype, q/k/v and gate/up fused when `cfg.fuse_projections` (fewer kernels per token), adapters in
+    fp32: what `Llama.decode(..., layer_weights=...)` reads at full bandwidth."""
+    return _unstack(params["layers"], cfg=cfg)
 
 
-@functools.partial(jax.jit, static_argnames="dtype")
-def _unstack(layers: dict, *, dtype: str) -> list[dict]:
-    layers = {name: w if "_lora_" in name else w.astype(dtype) for name, w in layers.items()}
-    return [{name: w[i] for name, w in layers.items()} for i in range(next(iter(layers.values())).shape[0])]
+@functools.partial(jax.jit, static_argnames="cfg")
+def _unstack(layers: dict, *, cfg: LlamaConfig) -> list[dict]:
+    layers = {name: w if "_lora_" in name else w.astype(cfg.dtype) for name, w in layers.items()}
+    if cfg.fuse_projections:
+        layers = fuse_projections(cfg, layers)
+    return [{name: w[i] for name, w in layers.items()} for i in range(cfg.num_layers)]
 
 
 def apply(cfg: LlamaConfig, params: dict, tokens, positions=None, segment_ids=None, dropout_key=None) -> jax.Array:
