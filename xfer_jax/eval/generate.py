@@ -55,14 +55,14 @@ def fetch(x) -> np.ndarray:
     return np.asarray(x) if x.is_fully_addressable else np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def _choose(logits, seen, key, knobs, vocab_size: int):
+def _choose(logits, seen, key, knobs, vocab_size: int, greedy: bool):
     logits = jnp.where(jnp.arange(logits.shape[-1]) < vocab_size, logits, -jnp.inf)
-    return choose(logits, seen, key, knobs)
+    return choose(logits, seen, key, knobs, greedy)
 
 
 # Module-level jits with the config static: every Generator over the same shapes shares the compiled code.
-@functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "cache_dtype", "max_new"))
-def _prefill(params, layers, tokens, valid, active, knobs, key, *, cfg, vocab_size, cache_dtype, max_new):
+@functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "cache_dtype", "max_new", "greedy"))
+def _prefill(params, layers, tokens, valid, active, knobs, key, *, cfg, vocab_size, cache_dtype, max_new, greedy):
     batch, length = tokens.shape
     model = model_params.bind(cfg, params)
     cache = init_cache(cfg, batch, length + max_new, cache_dtype)
@@ -71,18 +71,18 @@ def _prefill(params, layers, tokens, valid, active, knobs, key, *, cfg, vocab_si
     rows = jnp.arange(batch)[:, None]
     seen = jnp.zeros((batch, logits.shape[-1]), jnp.int32).at[rows, tokens].max(valid.astype(jnp.int32)) > 0
     key, sub = jax.random.split(key)
-    token = _choose(logits[:, -1], seen, sub, knobs, vocab_size)
+    token = _choose(logits[:, -1], seen, sub, knobs, vocab_size, greedy)
     return {"cache": cache, "token": token, "pos": positions[:, -1] + 1, "seen": seen.at[rows[:, 0], token].set(True),
             "done": ~active | (token == knobs["eos"]), "t": jnp.int32(1), "key": key,
             "out": jnp.zeros((batch, max_new), jnp.int32).at[:, 0].set(token)}
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "vocab_size"), donate_argnames="state")
-def _step(params, layers, state, knobs, *, cfg, vocab_size):
+@functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "greedy"), donate_argnames="state")
+def _step(params, layers, state, knobs, *, cfg, vocab_size, greedy):
     model = model_params.bind(cfg, params)
     logits, cache = model.decode(state["token"][:, None], state["pos"][:, None], state["cache"], layer_weights=layers)
     key, sub = jax.random.split(state["key"])
-    token = jnp.where(state["done"], 0, _choose(logits[:, 0], state["seen"], sub, knobs, vocab_size))
+    token = jnp.where(state["done"], 0, _choose(logits[:, 0], state["seen"], sub, knobs, vocab_size, greedy))
     rows = jnp.arange(token.shape[0])
     return {"cache": cache, "token": token, "pos": state["pos"] + 1, "seen": state["seen"].at[rows, token].set(True),
             "done": state["done"] | (token == knobs["eos"]),
@@ -110,7 +110,7 @@ class Generator:
         self.eos_id, self.batch_size, self.check_every = eos_id, batch_size, check_every
         self.vocab_size = vocab_size or model.cfg.vocab_size
         self.cache_dtype = cache_dtype
-        self._compiled: set[tuple[int, int]] = set()
+        self._compiled: set[tuple[int, int, bool]] = set()
 
     @staticmethod
     def capacity(sampling: Sampling) -> int:
@@ -132,22 +132,22 @@ class Generator:
             put = self.runner.put
             return _prefill(self.params, self.layers, put(tokens), put(valid), put(active), self._knobs(sampling), key,
                             cfg=self.cfg, vocab_size=self.vocab_size, cache_dtype=self.cache_dtype,
-                            max_new=self.capacity(sampling))
+                            max_new=self.capacity(sampling), greedy=sampling.greedy)
 
     def step(self, state: dict, sampling: Sampling) -> dict:
         with self.runner.context():
             return _step(self.params, self.layers, state, self._knobs(sampling), cfg=self.cfg,
-                         vocab_size=self.vocab_size)
+                         vocab_size=self.vocab_size, greedy=sampling.greedy)
 
     # ---- host side ----
     def warm_up(self, length: int, sampling: Sampling) -> float:
         """Compile prefill and step for this prompt length (once) on a dummy batch; returns the seconds spent."""
-        if (length, self.capacity(sampling)) in self._compiled:
+        if (length, self.capacity(sampling), sampling.greedy) in self._compiled:
             return 0.0
         start = time.perf_counter()
         state = self.prefill([[0]], length, sampling, jax.random.PRNGKey(0))
         jax.block_until_ready(self.step(state, sampling)["token"])
-        self._compiled.add((length, self.capacity(sampling)))
+        self._compiled.add((length, self.capacity(sampling), sampling.greedy))
         return time.perf_counter() - start
 
     def check_lengths(self, prompts: list[list[int]], max_new: int) -> None:

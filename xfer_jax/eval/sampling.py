@@ -2,9 +2,10 @@
 repetition penalty — in the order and with the semantics of transformers' logits processors, so a setting
 means the same here as in `model.generate`.
 
-The knobs are traced scalars, not static arguments: every setting (and every request of `xfer serve`)
-runs the same compiled step. Greedy and sampling are the two branches of one `lax.cond`, so greedy decoding
-never pays for the vocabulary sort that top-k/top-p need.
+The knobs are traced scalars, not static arguments: every sampling setting (and every request of `xfer serve`)
+runs the same compiled step. Greedy or sampled is the one static choice: greedy decoding never pays for the
+vocabulary sort that top-k/top-p need, and the step holds no `lax.cond`, whose predicate the GPU runtime
+reads back on the host every step, stalling the dispatch of the next one.
 """
 import dataclasses
 
@@ -38,6 +39,10 @@ class Sampling:
             if not ok:
                 raise ValueError(f"{message}; got {self}")
 
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
     def knobs(self) -> dict[str, jax.Array]:
         """The traced part of the setting."""
         return {"temperature": jnp.float32(self.temperature), "top_k": jnp.int32(self.top_k),
@@ -66,12 +71,10 @@ def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
     return jnp.where((logits >= kth) & (logits >= floor), logits, -jnp.inf)
 
 
-def choose(logits: jax.Array, seen: jax.Array, key: jax.Array, knobs: dict) -> jax.Array:
-    """Next token ids [B] from logits [B, V]."""
+def choose(logits: jax.Array, seen: jax.Array, key: jax.Array, knobs: dict, greedy: bool) -> jax.Array:
+    """Next token ids [B] from logits [B, V]: the most likely one when `greedy` (static), else a sample."""
     logits = penalize(logits.astype(jnp.float32), seen, knobs["repetition_penalty"])
-
-    def sample():
-        filtered = filter_logits(logits, knobs["temperature"], knobs["top_k"], knobs["top_p"])
-        return jax.random.categorical(key, filtered, axis=-1).astype(jnp.int32)
-
-    return jax.lax.cond(knobs["temperature"] > 0, sample, lambda: jnp.argmax(logits, axis=-1).astype(jnp.int32))
+    if greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    filtered = filter_logits(logits, knobs["temperature"], knobs["top_k"], knobs["top_p"])
+    return jax.random.categorical(key, filtered, axis=-1).astype(jnp.int32)
