@@ -207,8 +207,9 @@ def fuse_projections(cfg: LlamaConfig, weights: dict) -> dict:
     """Stacked layer weights with q/k/v as one [L, E, K, G+2, D] matrix (each kv head's G query heads, then its
     key and its value) and gate/up as one [L, E, 2, F]: one GEMM instead of three and two, which reads the
     normed activations once, keeps the skinny k/v GEMMs out, and sums one input gradient instead of adding
-    three. The new axes sit inside the kv-head and mlp axes, so tensor-parallel shards stay local.
-    Projections with LoRA adapters stay separate (their adapters apply per projection)."""
+    three. The new axes sit inside the kv-head and mlp axes, so tensor-parallel shards stay local — when the
+    tensor axis divides the kv heads; otherwise (MQA on tensor=2) q/k/v run replicated over it: turn
+    `fuse_projections` off there. Projections with LoRA adapters stay separate (adapters apply per projection)."""
     adapted = set(cfg.lora_targets) if cfg.lora_rank else set()
     weights = dict(weights)
     if not adapted & {"q_proj", "k_proj", "v_proj"}:
