@@ -3,9 +3,9 @@
 import argparse
 import sys
 
+from xfer_jax.cli import run_verb
 from xfer_jax.convert import hf, peft
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,20 +39,19 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    try:
-        if args.direction == "hf-to-orbax":
-            hf.hf_to_orbax(args.hf_dir, args.out, param_dtype=args.param_dtype, overwrite=args.overwrite)
-        elif args.direction == "orbax-to-hf":
-            hf.orbax_to_hf(args.ckpt, args.out, dtype=args.dtype, step=args.step,
-                           max_shard_bytes=int(args.max_shard_gb * 1e9), merge_lora=args.merge_lora)
-        else:
-            modules = None if args.modules_to_save is None else [m for m in args.modules_to_save.split(",") if m]
-            peft.orbax_to_peft(args.ckpt, args.out, step=args.step, base_out=args.base_out,
-                               modules_to_save=modules, base_model=args.base_model)
-    except USER_ERRORS as e:
-        print(f"xfer convert: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_verb("xfer convert", lambda: run(args), (ImportError,))
+
+
+def run(args) -> None:
+    if args.direction == "hf-to-orbax":
+        hf.hf_to_orbax(args.hf_dir, args.out, param_dtype=args.param_dtype, overwrite=args.overwrite)
+    elif args.direction == "orbax-to-hf":
+        hf.orbax_to_hf(args.ckpt, args.out, dtype=args.dtype, step=args.step,
+                       max_shard_bytes=int(args.max_shard_gb * 1e9), merge_lora=args.merge_lora)
+    else:
+        modules = None if args.modules_to_save is None else [m for m in args.modules_to_save.split(",") if m]
+        peft.orbax_to_peft(args.ckpt, args.out, step=args.step, base_out=args.base_out,
+                           modules_to_save=modules, base_model=args.base_model)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import sys
 
 from xfer_jax import config_files
+from xfer_jax.cli import run_verb
 from xfer_jax.data.sources import SourceSpec, specs_from_config
 
 CASTS = {"float": float, "int": int}
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "tokenize":
-        return tokenize_main(rest)
+        return run_verb("xfer data tokenize", lambda: tokenize_main(rest))
     if command == "fetch":
         return importlib.import_module("xfer_jax.data.fetch").main(rest)
     print(f"xfer data: unknown command {command!r}\n{__doc__}", file=sys.stderr)

@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from xfer_jax.cli import run_verb
+
 DEFAULT_LANGUAGES = ("en", "zh", "ru", "uk", "tr", "vi", "ja", "de", "fr", "es", "th", "sw")
 DEFAULT_MAX_CHARS = 3_000_000
 HELDOUT_EVERY = 20  # a document whose hash is 0 modulo this is held out: ~5%
@@ -820,16 +822,15 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     cache_dir = args.cache_dir or default_cache_root() / "corpus"
     languages = args.languages.split(",") if args.languages else None
-    try:
+
+    def body() -> None:
         corpus = fetch_corpus(cache_dir, languages, args.corpus_dir, args.max_chars, args.force)
         print(f"corpus: {corpus}")
         print(summary_table(corpus, languages))
         if args.tokenizer:
             print(f"tokenizer: {fetch_llama_tokenizer(args.tokenizer_dir or default_cache_root() / 'llama_tokenizer')}")
-    except (CorpusError, FetchError) as err:
-        print(f"xfer data fetch: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_verb("xfer data fetch", body, (CorpusError, FetchError))
 
 
 if __name__ == "__main__":

@@ -235,13 +235,10 @@ def main(argv: list[str]) -> int:
         from xfer_jax.parallel.launch import maybe_initialize_distributed
 
         maybe_initialize_distributed()
+    from xfer_jax.cli import run_verb
     from xfer_jax.eval.chat_client import JudgeError
 
-    try:
-        return RUNNERS[args.kind](args)
-    except (ValueError, FileNotFoundError, JudgeError) as e:
-        print(f"xfer eval {args.kind}: error: {e}", file=sys.stderr)
-        return 1
+    return run_verb(f"xfer eval {args.kind}", lambda: RUNNERS[args.kind](args), (JudgeError,))
 
 
 if __name__ == "__main__":

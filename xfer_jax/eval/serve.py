@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 
+from xfer_jax.cli import run_verb
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.eval import models, prompts
 from xfer_jax.eval.generate import Generator
@@ -136,15 +137,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dtype", help="compute dtype override, e.g. bfloat16")
     p.add_argument("--param_dtype", help="parameter dtype override, e.g. bfloat16")
     args = p.parse_args(argv)
-    try:
-        model, tokenizer = models.load(args.ckpt, mesh=models.parse_mesh(args.mesh), tokenizer=args.tokenizer,
-                                       dtype=args.dtype, param_dtype=args.param_dtype)
-        name = args.name or args.ckpt.rstrip("/").split("/")[-1]
-        server = make_server(ChatModel(model, tokenizer, template=args.template, name=name, max_tokens=args.max_tokens),
-                             args.host, args.port)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"xfer serve: error: {e}", file=sys.stderr)
-        return 1
+    return run_verb("xfer serve", lambda: serve(args))
+
+
+def serve(args) -> int:
+    model, tokenizer = models.load(args.ckpt, mesh=models.parse_mesh(args.mesh), tokenizer=args.tokenizer,
+                                   dtype=args.dtype, param_dtype=args.param_dtype)
+    name = args.name or args.ckpt.rstrip("/").split("/")[-1]
+    server = make_server(ChatModel(model, tokenizer, template=args.template, name=name, max_tokens=args.max_tokens),
+                         args.host, args.port)
     host, port = server.server_address[:2]
     print(f"xfer serve: {name} at http://{host}:{port}/v1 (Ctrl-C stops)", flush=True)
     try:
@@ -154,7 +155,6 @@ def main(argv: list[str]) -> int:
     finally:
         server.server_close()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -18,7 +18,8 @@ from ml_collections import config_flags
 from xfer_jax.data.fetch import CorpusError, FetchError, default_cache_root
 from xfer_jax.study.runner import SettingsChanged
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, CorpusError, FetchError, SettingsChanged)
+# What a study or demo run adds to xfer_jax.cli.USER_ERRORS.
+ERRORS = (CorpusError, FetchError, SettingsChanged)
 
 
 def parse(argv: list[str], prog: str, default_config: str, usage: str,
@@ -45,17 +46,3 @@ def parse(argv: list[str], prog: str, default_config: str, usage: str,
     values.cache = values.cache or str(default_cache_root())
     absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's notices, one per checkpoint read
     return values
-
-
-def run_main(prog: str, body: Callable[[], int]) -> int:
-    """body() with the errors a user can fix printed as one line, and a signal's exit code passed on."""
-    from xfer_jax.train.loop import Interrupted
-
-    try:
-        return body()
-    except Interrupted as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return e.exit_code
-    except USER_ERRORS as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1

@@ -23,6 +23,7 @@ import sys
 import jax
 from absl import flags as absl_flags
 
+from xfer_jax.cli import run_verb
 from xfer_jax.study import cli, data, grid as grid_lib, measure, stage_configs, study_report, tokenizers, training
 from xfer_jax.study.runner import RunDir
 
@@ -120,7 +121,7 @@ def main(argv: list[str]) -> int:
         print(run_study(spec, out, args.cache, args.fresh)["markdown"])
         return 0
 
-    return cli.run_main("xfer study", body)
+    return run_verb("xfer study", body, cli.ERRORS)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from xfer_jax.cli import run_verb
 from xfer_jax.parallel.launch import maybe_initialize_distributed
 
 
@@ -20,19 +21,15 @@ def main(argv: list[str]) -> int:
         print("xfer train: --config is required (e.g. --config configs/pretrain.py)", file=sys.stderr)
         return 2
     maybe_initialize_distributed()
-    from xfer_jax.train.loop import Interrupted, train
+    from xfer_jax.train.loop import train
 
-    try:
+    def body() -> int:
         summary = train(flag_values.config)
-    except Interrupted as e:
-        print(f"xfer train: {e}", file=sys.stderr)
-        return e.exit_code
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"xfer train: error: {e}", file=sys.stderr)
-        return 1
-    print(f"xfer train: done at step {summary['step']} (loss {summary.get('loss', float('nan')):.4f}, "
-          f"{summary['skipped']} skipped updates)")
-    return 0
+        print(f"xfer train: done at step {summary['step']} (loss {summary.get('loss', float('nan')):.4f}, "
+              f"{summary['skipped']} skipped updates)")
+        return 0
+
+    return run_verb("xfer train", body, (FloatingPointError,))
 
 
 if __name__ == "__main__":

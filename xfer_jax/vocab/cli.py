@@ -12,10 +12,8 @@ import json
 import pathlib
 import sys
 
+from xfer_jax.cli import run_verb
 from xfer_jax.data.sources import DOC_SPLITS, TEXT_FORMATS, SourceSpec
-
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError)
-
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
     pairs = {}
@@ -129,12 +127,7 @@ def run(args) -> None:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    try:
-        run(args)
-    except USER_ERRORS as e:
-        print(f"xfer vocab {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_verb(f"xfer vocab {args.command}", lambda: run(args))
 
 
 if __name__ == "__main__":
