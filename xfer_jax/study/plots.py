@@ -35,12 +35,7 @@ def loss_curves(runs: dict[str, str], path: pathlib.Path, title: str = "") -> pa
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(runs):]:
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def series(panels: dict[str, dict[str, list[tuple[float, float]]]], path: pathlib.Path, *, xlabel: str,
@@ -59,6 +54,10 @@ def series(panels: dict[str, dict[str, list[tuple[float, float]]]], path: pathli
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
+    return _save(fig, path, title)
+
+
+def _save(fig, path: pathlib.Path, title: str) -> pathlib.Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
