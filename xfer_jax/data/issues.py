@@ -53,6 +53,18 @@ class InputIssues:
         if len(self.examples[kind]) < EXAMPLES_PER_KIND:
             self.examples[kind].append(message)
 
+    def accepts(self, decode, raw, validate, where) -> bool:
+        """Whether a record decodes (and passes the caller's `validate`); a BadRecord is reported at `where()`
+        (built only then) and the record is skipped — or, strict, raised."""
+        try:
+            doc = decode(raw)
+            if validate:
+                validate(doc)
+        except BadRecord as e:
+            self.report(e.kind, where(), str(e))
+            return False
+        return True
+
     def total(self) -> int:
         return sum(self.counts.values())
 

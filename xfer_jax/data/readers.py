@@ -46,16 +46,10 @@ class LineTable:
             else:
                 spans = self._spans(data, "line" if self._json else spec.doc_split, where=lambda _, n: f"{path}:{n}")
             for start, end, where in spans:
-                try:
-                    doc = self._decode(data[start:end])
-                    if validate:
-                        validate(doc)
-                except BadRecord as e:
-                    issues.report(e.kind, where, str(e))
-                    continue
-                file_ids.append(file_id)
-                starts.append(start)
-                ends.append(end)
+                if issues.accepts(self._decode, data[start:end], validate, lambda: where):
+                    file_ids.append(file_id)
+                    starts.append(start)
+                    ends.append(end)
         self._file_ids = np.frombuffer(file_ids, np.int32)
         self._starts = np.frombuffer(starts, np.int64)
         self._ends = np.frombuffer(ends, np.int64)
@@ -143,14 +137,8 @@ class ParquetTable:
         kept = []
         for group in range(parquet.num_row_groups):
             for row, record in enumerate(parquet.read_row_group(group, columns=columns).to_pylist()):
-                try:
-                    doc = parse(record)
-                    if validate:
-                        validate(doc)
-                except BadRecord as e:
-                    issues.report(e.kind, f"{path}: row group {group} row {row}", str(e))
-                    continue
-                kept.append((group, row))
+                if issues.accepts(parse, record, validate, lambda: f"{path}: row group {group} row {row}"):
+                    kept.append((group, row))
         return columns, kept
 
     def _rows(self, file_id: int, group: int) -> list[dict]:

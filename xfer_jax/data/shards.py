@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from xfer_jax.data.issues import BadInputError, BadRecord, InputIssues
+from xfer_jax.data.issues import BadInputError, InputIssues
 from xfer_jax.data.records import decode_json, decode_utf8
 from xfer_jax.data.sources import SourceSpec
 
@@ -52,14 +52,8 @@ class ArrayRecordTable:
         count, kept = reader.num_records(), array.array("q")
         for chunk in range(0, count, self.SCAN_CHUNK):
             for i, raw in enumerate(reader.read(chunk, min(count, chunk + self.SCAN_CHUNK)), chunk):
-                try:
-                    doc = self._decode(raw)
-                    if validate:
-                        validate(doc)
-                except BadRecord as e:
-                    issues.report(e.kind, f"{path}: record {i}", str(e))
-                    continue
-                kept.append(i)
+                if issues.accepts(self._decode, raw, validate, lambda: f"{path}: record {i}"):
+                    kept.append(i)
         reader.close()
         return count, kept
 
@@ -81,14 +75,9 @@ class TfdsTable:
         self._parse, self._source = parse, None
         keep = array.array("q")
         for i in range(len(self._records())):
-            try:
-                doc = parse(self._records()[i])
-                if validate:
-                    validate(doc)
-            except BadRecord as e:
-                issues.report(e.kind, f"tfds:{self._name}[{self._split}] record {i}", str(e))
-                continue
-            keep.append(i)
+            where = lambda: f"tfds:{self._name}[{self._split}] record {i}"  # noqa: E731
+            if issues.accepts(parse, self._records()[i], validate, where):
+                keep.append(i)
         self._keep = np.frombuffer(keep, np.int64)
 
     def _records(self):
