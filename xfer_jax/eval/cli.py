@@ -18,14 +18,16 @@ from xfer_jax.eval import report
 KINDS = ("ppl", "choice", "generate", "codeswitch", "judge")
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def model_args(p: argparse.ArgumentParser, batch_size: bool = True) -> None:
+    """The flags every verb that loads a checkpoint takes (eval ppl/choice/generate, serve)."""
     p.add_argument("--ckpt", required=True, help="xfer_jax checkpoint directory")
     p.add_argument("--tokenizer",
                    help="tokenizer.model (default: the checkpoint's own, else the one it was trained with)")
     p.add_argument("--mesh", help="shard over the local devices, e.g. fsdp=-1 or data=2,tensor=4 (default: one device)")
     p.add_argument("--dtype", help="compute dtype override (bfloat16 on accelerators)")
     p.add_argument("--param_dtype", help="parameter dtype override (bfloat16 halves the memory)")
-    p.add_argument("--batch_size", type=int, default=8)
+    if batch_size:
+        p.add_argument("--batch_size", type=int, default=8)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
         k.add_argument("--out", default=None, help=f"report folder (default runs/eval/{kind})")
         k.add_argument("--no_progress", action="store_true", help="no progress bars")
         if kind in ("ppl", "choice", "generate"):
-            _model_args(k)
+            model_args(k)
     ppl = sub.choices["ppl"]
     ppl.add_argument("--baseline", help="a second checkpoint: report its numbers and the deltas (English retention)")
     ppl.add_argument("--baseline_tokenizer", help="the baseline's tokenizer.model (default: its own)")
@@ -92,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(args, ckpt: str, tokenizer: str | None):
+def load_model(args, ckpt: str, tokenizer: str | None):
     from xfer_jax.eval import models
 
     return models.load(ckpt, mesh=models.parse_mesh(args.mesh), tokenizer=tokenizer, dtype=args.dtype,
@@ -114,7 +116,7 @@ def run_ppl(args) -> int:
     runs = {}
     for name, ckpt, tok in [("model", args.ckpt, args.tokenizer)] + (
             [("baseline", args.baseline, args.baseline_tokenizer)] if args.baseline else []):
-        model, tokenizer = _load(args, ckpt, tok)
+        model, tokenizer = load_model(args, ckpt, tok)
         data_cfg = perplexity.heldout_config(files, seq_len=min(args.seq_len, model.cfg.max_position_embeddings),
                                              batch_size=args.batch_size, text_field=args.text_field)
         runs[name] = {"ckpt": ckpt, "languages": perplexity.evaluate(model, tokenizer, data_cfg,
@@ -135,7 +137,7 @@ def run_choice(args) -> int:
         raise ValueError(f"--data is required for --format {args.format} (only MMLU has a cached default)")
     exam = exams.read_exam(args.format, args.data or fetch_mmlu(), args.split, args.shots)
     shots = exams.DEFAULT_SHOTS[args.format] if args.shots is None else args.shots
-    model, tokenizer = _load(args, args.ckpt, args.tokenizer)
+    model, tokenizer = load_model(args, args.ckpt, args.tokenizer)
     result, predictions = choice.evaluate(model, tokenizer, exam, shots=shots, mode=args.mode,
                                           batch_size=args.batch_size, max_len=args.max_len, limit=args.limit,
                                           progress=not args.no_progress)
@@ -153,7 +155,7 @@ def run_generate(args) -> int:
                         top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=tuple(args.stop),
                         seed=args.seed)
     prompts.template(args.template)  # a bad name fails before the model loads
-    model, tokenizer = _load(args, args.ckpt, args.tokenizer)
+    model, tokenizer = load_model(args, args.ckpt, args.tokenizer)
     generator = Generator(model, eos_id=tokenizer.eos_id, batch_size=args.batch_size, vocab_size=tokenizer.vocab_size,
                           release_model=True)
     records, stats = prompts.generate_file(generator, tokenizer, args.prompts, sampling, args.template, args.system,

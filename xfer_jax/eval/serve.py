@@ -18,7 +18,7 @@ import uuid
 
 from xfer_jax.cli import run_verb
 from xfer_jax.data.tokenizer import Tokenizer
-from xfer_jax.eval import models, prompts
+from xfer_jax.eval import cli as eval_cli, prompts
 from xfer_jax.eval.generate import Generator
 from xfer_jax.eval.sampling import Sampling
 
@@ -126,23 +126,18 @@ def make_server(chat_model: ChatModel, host: str = "127.0.0.1", port: int = 8000
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="xfer serve", description=__doc__.split("\n")[0])
-    p.add_argument("--ckpt", required=True, help="xfer_jax checkpoint directory")
-    p.add_argument("--tokenizer", help="tokenizer.model (default: the checkpoint's own)")
     p.add_argument("--template", default="alpaca", choices=[t for t in prompts.TEMPLATE_CHOICES if t != "none"])
     p.add_argument("--name", help="model id the API reports (default: the checkpoint directory's name)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max_tokens", type=int, default=256, help="new tokens when a request does not say")
-    p.add_argument("--mesh", help="e.g. fsdp=-1 or tensor=2 to shard over the local devices (default: one device)")
-    p.add_argument("--dtype", help="compute dtype override, e.g. bfloat16")
-    p.add_argument("--param_dtype", help="parameter dtype override, e.g. bfloat16")
+    eval_cli.model_args(p, batch_size=False)
     args = p.parse_args(argv)
     return run_verb("xfer serve", lambda: serve(args))
 
 
 def serve(args) -> int:
-    model, tokenizer = models.load(args.ckpt, mesh=models.parse_mesh(args.mesh), tokenizer=args.tokenizer,
-                                   dtype=args.dtype, param_dtype=args.param_dtype)
+    model, tokenizer = eval_cli.load_model(args, args.ckpt, args.tokenizer)
     name = args.name or args.ckpt.rstrip("/").split("/")[-1]
     server = make_server(ChatModel(model, tokenizer, template=args.template, name=name, max_tokens=args.max_tokens),
                          args.host, args.port)
