@@ -91,13 +91,14 @@ def test_kv_cache_decoding_equals_full_forward():
     tokens = np.stack([r[:prompt_len] for r in rows])
     valid = np.arange(prompt_len)[None, :] >= np.array(pad)[:, None]
     positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0)
+    layers = model_params.unstack_layers(cfg, params)
     step = jax.jit(model.decode)
-    logits, cache = step(tokens, positions, cache, valid)
+    logits, cache = step(tokens, positions, cache, layers, valid)
     for i in range(2):
         np.testing.assert_allclose(logits[i, pad[i]:], full[i][: lengths[i]], atol=1e-5)
     for t in range(5):
         pos = positions[:, -1:] + 1 + t
-        logits, cache = step(np.stack([r[prompt_len + t] for r in rows])[:, None], pos, cache, None)
+        logits, cache = step(np.stack([r[prompt_len + t] for r in rows])[:, None], pos, cache, layers)
         for i in range(2):
             np.testing.assert_allclose(logits[i, 0], full[i][lengths[i] + t], atol=1e-5)
 

@@ -64,7 +64,6 @@ def main(argv: list[str]) -> int:
     p.add_argument("--shape", default="llama2_7b", choices=sorted(SHAPES))
     p.add_argument("--dtype", default="bfloat16", help="parameter and compute dtype")
     p.add_argument("--vocab_size", type=int, help="override the shape's vocabulary (e.g. 49953 for an extended one)")
-    p.add_argument("--no_scan", action="store_true", help="unroll the layers instead of lax.scan")
     p.add_argument("--no_fuse", action="store_true", help="separate q/k/v and gate/up matrices (fuse_projections off)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--prompt_len", type=int, default=128)
@@ -80,8 +79,7 @@ def main(argv: list[str]) -> int:
     device = jax.devices()[0]
     bandwidth = args.bandwidth_tbs or default_bandwidth(device.device_kind)
     overrides = {"vocab_size": args.vocab_size} if args.vocab_size else {}
-    cfg = get_shape(args.shape, dtype=args.dtype, param_dtype=args.dtype, scan_layers=not args.no_scan,
-                    fuse_projections=not args.no_fuse, **overrides)
+    cfg = get_shape(args.shape, dtype=args.dtype, param_dtype=args.dtype, fuse_projections=not args.no_fuse, **overrides)
     params = random_params(cfg)
     weights, kv = bytes_per_step(cfg, params, args.batch, args.prompt_len + args.new_tokens)
     generator = Generator(LoadedModel(cfg, params), eos_id=-1, batch_size=args.batch,  # -1: never stops early
@@ -110,7 +108,7 @@ def main(argv: list[str]) -> int:
 
     step_s = min(per_step)
     result = {
-        "device": device.device_kind, "shape": args.shape, "layers": "unrolled" if args.no_scan else "scan",
+        "device": device.device_kind, "shape": args.shape, "fused": not args.no_fuse,
         "dtype": args.dtype, "parameters": cfg.num_params(),
         "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "compile_s": compile_s,
         "prefill_s": min(prefill), "step_ms": step_s * 1e3, "tokens_per_s": args.batch / step_s,

@@ -67,7 +67,7 @@ def _prefill(params, layers, tokens, valid, active, knobs, key, *, cfg, vocab_si
     model = model_params.bind(cfg, params)
     cache = init_cache(cfg, batch, length + max_new, cache_dtype)
     positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
-    logits, cache = model.decode(tokens, positions, cache, valid, layer_weights=layers)
+    logits, cache = model.decode(tokens, positions, cache, layers, valid)
     rows = jnp.arange(batch)[:, None]
     seen = jnp.zeros((batch, logits.shape[-1]), jnp.int32).at[rows, tokens].max(valid.astype(jnp.int32)) > 0
     key, sub = jax.random.split(key)
@@ -80,7 +80,7 @@ def _prefill(params, layers, tokens, valid, active, knobs, key, *, cfg, vocab_si
 @functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "greedy"), donate_argnames="state")
 def _step(params, layers, state, knobs, *, cfg, vocab_size, greedy):
     model = model_params.bind(cfg, params)
-    logits, cache = model.decode(state["token"][:, None], state["pos"][:, None], state["cache"], layer_weights=layers)
+    logits, cache = model.decode(state["token"][:, None], state["pos"][:, None], state["cache"], layers)
     key, sub = jax.random.split(state["key"])
     token = jnp.where(state["done"], 0, _choose(logits[:, 0], state["seen"], sub, knobs, vocab_size, greedy))
     rows = jnp.arange(token.shape[0])

@@ -35,7 +35,7 @@ class LlamaConfig:
     remat: str = "none"
     attention: str = "xla"
     scan_layers: bool = True
-    fuse_projections: bool = True  # q/k/v and gate/up as one GEMM each in training and prefill (llama.py)
+    fuse_projections: bool = True  # q/k/v and gate/up as one GEMM each, training and decoding (llama.py)
     # LoRA adapters (0 = none); see xfer_jax/model/lora.py.
     lora_rank: int = 0
     lora_alpha: float = 16.0

@@ -8,7 +8,6 @@ so compile time does not grow with depth. Each parameter carries its logical axi
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
@@ -141,29 +140,21 @@ class DecoderLayers(nnx.Module):
                 setattr(self, name, nnx.Param(lora.init_lora(rngs.params(), shape, name), logical_axes=axes))
         self.names = tuple(name for name in vars(self) if isinstance(getattr(self, name), nnx.Param))
 
-    def _scan(self, body, carry, extra, fuse: bool = False):
+    def _scan(self, body, x, keys):
         """`lax.scan` over layers (compile time flat in depth), or a Python loop when `scan_layers` is off
         (XLA then schedules across layers and keeps no stacked per-layer residual buffers)."""
-        # Cast the base weights to the compute dtype once, before the layers: GEMMs then take plain bf16
-        # operands (no cast fused into each GEMM) and FSDP gathers half the bytes. Adapters stay fp32.
-        dtype = jnp.dtype(self.cfg.dtype)
-        weights = {name: getattr(self, name)[...] for name in self.names}
-        weights = {name: w if "_lora_" in name else w.astype(dtype) for name, w in weights.items()}
-        if fuse and self.cfg.fuse_projections:
-            weights = fuse_projections(self.cfg, weights)
+        weights = compute_weights(self.cfg, {name: getattr(self, name)[...] for name in self.names})
         if self.cfg.remat != "none":
             body = jax.checkpoint(body, policy=_REMAT[self.cfg.remat], prevent_cse=False)
         if self.cfg.scan_layers:
-            return jax.lax.scan(body, carry, (weights, extra))
-        pieces = [jnp.split(w, self.cfg.num_layers, axis=0) for w in weights.values()]
-        # Per-layer weights by jnp.split: the weight gradients then meet in one concatenate (indexing would
-        # give each layer's gradient padded to the stacked shape, summed in a 22-operand fusion ~20x slower).
-        layer_weights = [{name: ws[i].squeeze(0) for name, ws in zip(weights, pieces)} for i in range(self.cfg.num_layers)]
-        outputs = []
+            return jax.lax.scan(body, x, (weights, keys))[0]
+        # Per-layer weights by jnp.split: the weight gradients then meet in one concatenate (indexing gives each
+        # layer's gradient padded to the stacked shape, the pads summed in one many-operand fusion).
+        pieces = {name: jnp.split(w, self.cfg.num_layers, axis=0) for name, w in weights.items()}
         for i in range(self.cfg.num_layers):
-            carry, out = body(carry, (layer_weights[i], jax.tree.map(lambda a: a[i], extra)))
-            outputs.append(out)
-        return carry, jax.tree.map(lambda *a: jnp.stack(a), *outputs) if outputs[0] is not None else None
+            layer = {name: ws[i].squeeze(0) for name, ws in pieces.items()}
+            x, _ = body(x, (layer, None if keys is None else keys[i]))
+        return x
 
     def __call__(self, x, positions, segment_ids, dropout_key=None):
         cfg = self.cfg
@@ -174,33 +165,29 @@ class DecoderLayers(nnx.Module):
             w, key = inputs
             return decoder_layer(cfg, w, x, cos, sin, segment_ids, key), None
 
-        x, _ = self._scan(body, x, keys, fuse=True)
-        return x
+        return self._scan(body, x, keys)
 
-    def decode(self, x, positions, cache: dict, layer_weights: list[dict] | None = None):
-        """Layers over the KV cache, which rides along as loop state so each layer writes only its new slots.
-        The stacked path leaves projections unfused: fusing would copy every weight once per generated token.
+    def decode(self, x, positions, cache: dict, layer_weights: list[dict]):
+        """Layers over the whole KV cache, passed from layer to layer so each writes only its new slots.
 
-        `layer_weights` (from `params.unstack_layers`) replaces the stacked parameters with one buffer per
+        `layer_weights` (from `params.unstack_layers`) stand in for the stacked parameters, one buffer per
         layer and matrix: batch-1 decoding is a matrix-vector product per weight, and XLA reads a slice of a
         stacked array either through a copy or through a slower fused GEMM."""
         cfg = self.cfg
         cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
-
-        def body(carry, inputs):
-            x, k_all, v_all = carry
-            w, layer = inputs
+        k_all, v_all = cache["k"], cache["v"]
+        for layer, w in enumerate(layer_weights):
             x, (k_all, v_all) = decoder_layer(cfg, w, x, cos, sin, None,
                                               cache=(k_all, v_all, layer, cache["index"], cache["valid"]))
-            return (x, k_all, v_all), None
+        return x, k_all, v_all
 
-        carry = (x, cache["k"], cache["v"])
-        if layer_weights is None:
-            carry, _ = self._scan(body, carry, np.arange(cfg.num_layers, dtype=np.int32))
-        else:
-            for layer, w in enumerate(layer_weights):
-                carry, _ = body(carry, (w, layer))
-        return carry
+
+def compute_weights(cfg: LlamaConfig, weights: dict) -> dict:
+    """Stacked layer weights as the layers consume them. Base weights are cast to the compute dtype once, before
+    the layers: GEMMs then take plain bf16 operands (no cast fused into each GEMM) and FSDP gathers half the
+    bytes; adapters stay fp32. Projections are fused when `cfg.fuse_projections`."""
+    weights = {name: w if "_lora_" in name else w.astype(cfg.dtype) for name, w in weights.items()}
+    return fuse_projections(cfg, weights) if cfg.fuse_projections else weights
 
 
 def fuse_projections(cfg: LlamaConfig, weights: dict) -> dict:
@@ -250,7 +237,8 @@ class Llama(nnx.Module):
         logits = jnp.einsum("bte,ev->btv", h, self.output_matrix().astype(h.dtype))
         return constrain(logits, ("batch", "seq", "act_vocab")).astype(jnp.float32)
 
-    def decode(self, tokens, positions, cache: dict, token_valid=None, layer_weights=None) -> tuple[jax.Array, dict]:
+    def decode(self, tokens, positions, cache: dict, layer_weights: list[dict],
+               token_valid=None) -> tuple[jax.Array, dict]:
         """Logits [B, T, V] for T new tokens at cache slots index..index+T-1, and the updated cache.
 
         `positions` are the tokens' RoPE positions (left-padded prompts count from their first real token);

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from xfer_jax.model.config import LlamaConfig
-from xfer_jax.model.llama import Llama, fuse_projections
+from xfer_jax.model.llama import Llama, compute_weights
 
 
 @functools.lru_cache(maxsize=32)
@@ -56,9 +56,7 @@ def unstack_layers(cfg: LlamaConfig, params: dict) -> list[dict]:
 
 @functools.partial(jax.jit, static_argnames="cfg")
 def _unstack(layers: dict, *, cfg: LlamaConfig) -> list[dict]:
-    layers = {name: w if "_lora_" in name else w.astype(cfg.dtype) for name, w in layers.items()}
-    if cfg.fuse_projections:
-        layers = fuse_projections(cfg, layers)
+    layers = compute_weights(cfg, layers)
     return [{name: w[i] for name, w in layers.items()} for i in range(cfg.num_layers)]
 
 
