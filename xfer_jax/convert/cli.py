@@ -7,7 +7,6 @@ from xfer_jax.cli import run_verb
 from xfer_jax.convert import hf, peft
 
 
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xfer convert", description=__doc__)
     sub = p.add_subparsers(dest="direction", required=True)
