@@ -15,6 +15,7 @@ import sys
 from xfer_jax.cli import run_verb
 from xfer_jax.data.sources import DOC_SPLITS, TEXT_FORMATS, SourceSpec
 
+
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
     pairs = {}
     for value in values:
