@@ -54,7 +54,7 @@ def model_config(args):
 
 
 def run(args) -> dict:
-    mesh = mesh_lib.make_mesh({k: int(v) for k, v in (kv.split("=") for kv in args.mesh.split(",") if kv)})
+    mesh = mesh_lib.make_mesh(mesh_lib.parse_axis_sizes(args.mesh))
     cfg = model_config(args)
     optim_cfg = optim.default_optim_config()
     optim_cfg.moment_dtype = args.moment_dtype

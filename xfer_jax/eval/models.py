@@ -15,15 +15,7 @@ from xfer_jax.parallel import mesh as mesh_lib
 
 def parse_mesh(text: str | None) -> jax.sharding.Mesh | None:
     """'data=1,fsdp=-1,tensor=2' → a mesh over all devices; None or '' → one device, no mesh."""
-    if not text:
-        return None
-    sizes = {}
-    for part in text.split(","):
-        name, _, size = part.partition("=")
-        if not size.lstrip("-").isdigit():
-            raise ValueError(f"--mesh {text!r}: {part!r} is not axis=size (e.g. --mesh fsdp=-1,tensor=2)")
-        sizes[name.strip()] = int(size)
-    return mesh_lib.make_mesh(sizes)
+    return mesh_lib.make_mesh(mesh_lib.parse_axis_sizes(text)) if text else None
 
 
 def tokenizer_for(ckpt_dir, tokenizer: str | pathlib.Path | None = None) -> Tokenizer:

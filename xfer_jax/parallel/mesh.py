@@ -12,6 +12,17 @@ from jax.sharding import AxisType
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
+def parse_axis_sizes(text: str) -> dict[str, int]:
+    """The --mesh flag of bench, eval and serve: 'data=1,fsdp=-1,tensor=2' → {'data': 1, 'fsdp': -1, 'tensor': 2}."""
+    sizes = {}
+    for part in text.split(","):
+        name, _, size = part.partition("=")
+        if not size.lstrip("-").isdigit():
+            raise ValueError(f"--mesh {text!r}: {part!r} is not axis=size (e.g. --mesh fsdp=-1,tensor=2)")
+        sizes[name.strip()] = int(size)
+    return sizes
+
+
 def resolve_axis_sizes(sizes: Mapping[str, int], num_devices: int) -> dict[str, int]:
     """Replace a single -1 with the devices left over; check that the product equals `num_devices`."""
     unknown = set(sizes) - set(MESH_AXES)

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
+from xfer_jax.cli import run_verb
 from xfer_jax.model import params as model_params
 from xfer_jax.model.shapes import SHAPES, get_shape
 from xfer_jax.parallel import mesh as mesh_lib
@@ -108,8 +109,7 @@ def time_train_step(cfg, mesh, host_batch: dict, *, optim_cfg, rules=None, grad_
 
 
 def run(args) -> dict:
-    sizes = dict(kv.split("=") for kv in args.mesh.split(",") if kv)
-    mesh = mesh_lib.make_mesh({k: int(v) for k, v in sizes.items()})
+    mesh = mesh_lib.make_mesh(mesh_lib.parse_axis_sizes(args.mesh))
     cfg = get_shape(args.shape, vocab_size=args.vocab_size, dtype=args.dtype, param_dtype=args.param_dtype,
                     remat=args.remat, attention=args.attention, max_position_embeddings=max(args.seq, 2048),
                     scan_layers=not args.no_scan, fuse_projections=not args.no_fuse)
@@ -141,6 +141,11 @@ def run(args) -> dict:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    return run_verb("xfer bench", lambda: report(args))
+
+
+def report(args) -> int:
+    """Run the benchmark, print its line and JSON, append it to --jsonl."""
     result = run(args)
     mfu = "n/a" if result["mfu"] is None else f"{result['mfu']:.1%}"
     print(f"{args.shape} batch {args.batch}x{args.seq} on {result['devices']} x {result['card']}: "
