@@ -15,8 +15,3 @@ def init_sharded(cfg: LlamaConfig, mesh: jax.sharding.Mesh, seed: int = 0, rules
     """Random parameters created directly in their shards (never whole on one device)."""
     shardings = param_shardings(cfg, mesh, rules)
     return jax.jit(lambda: model_params.init_params(cfg, seed), out_shardings=shardings)()
-
-
-def place(params: dict, shardings: dict) -> dict:
-    """Move host or device parameters into the given shardings."""
-    return jax.tree.map(jax.device_put, params, shardings)
