@@ -90,6 +90,12 @@ def _step(params, layers, state, knobs, *, cfg, vocab_size, greedy):
             "t": state["t"] + 1, "key": key}
 
 
+@functools.lru_cache(maxsize=16)
+def _knobs(sampling: Sampling, eos_id: int) -> dict:
+    """The traced settings as device scalars, made once per setting rather than at every generated token."""
+    return {**sampling.knobs(), "eos": jnp.int32(eos_id)}
+
+
 class Generator:
     """Batched KV-cache decoding for one loaded model. `vocab_size` (the tokenizer's) bounds the ids it may emit.
 
@@ -118,7 +124,7 @@ class Generator:
         return bucket(sampling.max_new_tokens, 16)
 
     def _knobs(self, sampling: Sampling) -> dict:
-        return {**sampling.knobs(), "eos": jnp.int32(self.eos_id)}
+        return _knobs(sampling, self.eos_id)
 
     def prefill(self, prompts: list[list[int]], length: int, sampling: Sampling, key) -> dict:
         """Left-pad up to `batch_size` prompts to `length` and run them; returns the decoding state."""
