@@ -12,6 +12,7 @@ from xfer_jax import cli, forward
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.eval import judge, prompts, serve
 from xfer_jax.eval.chat_client import ChatClient, JudgeError
+from xfer_jax.eval.generate import Generator
 from xfer_jax.eval.sampling import Sampling
 
 GOOD = '{"accuracy": 3, "fluency": 2, "informativeness": 2, "logical_coherence": 3, "harmlessness": 3}'
@@ -152,15 +153,18 @@ def test_xfer_serve_answers_and_judges(small_tokenizer, tmp_path):
     ckpt = random_checkpoint(tmp_path / "ckpt", small_tokenizer, seed=5, vocab_size=tokenizer.vocab_size,
                              max_position_embeddings=1024)  # room for the rubric prompt
     model = forward.load(ckpt)
-    chat_model = serve.ChatModel(model, tokenizer, template="plain", name="tiny", max_tokens=16)
-    server = serve.make_server(chat_model, port=0, quiet=True)
+    server = serve.make_server(serve.ChatModel(model, tokenizer, template="plain", name="tiny", max_tokens=16),
+                               port=0, quiet=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     try:
         client = ChatClient(url, "tiny", api_key_env=None, max_tokens=16)
         reply = client.chat([{"role": "user", "content": "你好"}])
         ids = prompts.chat_ids([{"role": "user", "content": "你好"}], tokenizer, prompts.template("plain"))
-        direct, _ = prompts.respond(chat_model.generator, tokenizer, [ids], Sampling(max_new_tokens=16))
+        # a Generator of its own (the server's freed its model's stacked weights): endpoint == generate
+        generator = Generator(forward.load(ckpt), eos_id=tokenizer.eos_id, batch_size=1,
+                              vocab_size=tokenizer.vocab_size)
+        direct, _ = prompts.respond(generator, tokenizer, [ids], Sampling(max_new_tokens=16))
         assert reply == direct[0]["response"]  # greedy by default: the endpoint gives what generate gives
         with pytest.raises(JudgeError, match="HTTP 400: .*alternate user/assistant"):
             client.chat([{"role": "assistant", "content": "hi"}])
