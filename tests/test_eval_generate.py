@@ -41,11 +41,15 @@ def hf_greedy(model, prompts_, new_tokens, eos):
     return [row[: row.index(eos)] if eos in row else row for row in out]
 
 
-def test_greedy_equals_transformers_generate(hf_pair):
+@pytest.mark.parametrize("decode_attention,fuse", [("xla", True), ("pallas", True), ("pallas", False)])
+def test_greedy_equals_transformers_generate(hf_pair, decode_attention, fuse):  # pallas: GPU kernel, interpreted
     model, loaded = hf_pair
+    loaded = forward.LoadedModel(loaded.cfg.replace(fuse_projections=fuse), loaded.params)
     rng = np.random.RandomState(0)
     batch = [[int(t) for t in rng.randint(3, 320, size=n)] for n in (5, 11, 8)]
-    generator = Generator(loaded, eos_id=2, batch_size=4)  # a spare row: padding rows must stay inert
+    generator = Generator(loaded, eos_id=2, batch_size=4,  # a spare row: padding rows must stay inert
+                          decode_attention=decode_attention)
+    assert generator.cfg.decode_attention == decode_attention
     ours, stats = generator.run(batch, Sampling(max_new_tokens=32))
     ref = hf_greedy(model, batch, 32, eos=2)
     assert [r.tokens for r in ours] == ref
@@ -53,7 +57,8 @@ def test_greedy_equals_transformers_generate(hf_pair):
     assert stats.new_tokens == 96 and stats.as_dict()["tokens_per_s"] > 0
 
     eos = ref[0][10]  # make a token row 0 emits mid-way the end of sequence: rows stop there, as in transformers
-    ours = Generator(loaded, eos_id=eos, batch_size=4).run(batch, Sampling(max_new_tokens=32))[0]
+    ours = Generator(loaded, eos_id=eos, batch_size=4, decode_attention=decode_attention).run(
+        batch, Sampling(max_new_tokens=32))[0]
     assert [r.tokens for r in ours] == hf_greedy(model, batch, 32, eos=eos)
     assert ours[0].finish_reason == "eos" and len(ours[0].tokens) == ref[0].index(eos)
 

@@ -65,6 +65,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dtype", default="bfloat16", help="parameter and compute dtype")
     p.add_argument("--vocab_size", type=int, help="override the shape's vocabulary (e.g. 49953 for an extended one)")
     p.add_argument("--no_fuse", action="store_true", help="separate q/k/v and gate/up matrices (fuse_projections off)")
+    p.add_argument("--decode_attention", default="auto", choices=["auto", "xla", "pallas"],
+                   help="attention of a new token (auto: the Pallas kernel on one GPU, else XLA)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--prompt_len", type=int, default=128)
     p.add_argument("--new_tokens", type=int, default=256)
@@ -83,7 +85,7 @@ def main(argv: list[str]) -> int:
     params = random_params(cfg)
     weights, kv = bytes_per_step(cfg, params, args.batch, args.prompt_len + args.new_tokens)
     generator = Generator(LoadedModel(cfg, params), eos_id=-1, batch_size=args.batch,  # -1: never stops early
-                          release_model=True)
+                          release_model=True, decode_attention=args.decode_attention)
     sampling = Sampling(max_new_tokens=args.new_tokens)
     prompts = [list(np.random.RandomState(i).randint(3, cfg.vocab_size, args.prompt_len)) for i in range(args.batch)]
     compile_s = generator.warm_up(args.prompt_len, sampling)
@@ -109,6 +111,7 @@ def main(argv: list[str]) -> int:
     step_s = min(per_step)
     result = {
         "device": device.device_kind, "shape": args.shape, "fused": not args.no_fuse,
+        "decode_attention": generator.cfg.decode_attention,
         "dtype": args.dtype, "parameters": cfg.num_params(),
         "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "compile_s": compile_s,
         "prefill_s": min(prefill), "step_ms": step_s * 1e3, "tokens_per_s": args.batch / step_s,
@@ -121,7 +124,7 @@ def main(argv: list[str]) -> int:
                       share_of_limit=limit_s / step_s,
                       share_of_limit_weights_only=weights / (bandwidth * 1e12) / step_s)
     print(f"{args.shape} ({cfg.num_params() / 1e6:,.1f}M params, {args.dtype}) on {device.device_kind}, batch "
-          f"{args.batch}, prompt {args.prompt_len}, {args.new_tokens} new tokens")
+          f"{args.batch}, prompt {args.prompt_len}, {args.new_tokens} new tokens, {generator.cfg.decode_attention} attention")
     print(f"  step {result['step_ms']:.3f} ms → {result['tokens_per_s']:.1f} tokens/s; reads "
           f"{result['weight_gb_per_step']:.3f} GB weights + {result['kv_gb_per_step']:.3f} GB KV per step "
           f"({result['achieved_tbs']:.3f} TB/s)")

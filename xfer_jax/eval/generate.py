@@ -102,11 +102,18 @@ class Generator:
     It decodes from its own per-layer copy of the decoder weights (`params.unstack_layers`: batch-1 decoding
     is bandwidth-bound, and slices of the stacked arrays cost copies). With `release_model=True` the model's
     stacked layer weights are deleted once copied, so memory holds the weights once; the model can then only
-    generate through this Generator."""
+    generate through this Generator.
+
+    `decode_attention` picks how a new token attends to the cache (LlamaConfig.decode_attention); "auto" takes the
+    one-kernel Pallas version on a single GPU and XLA's otherwise (a kernel call would be replicated on a mesh)."""
 
     def __init__(self, model: forward.LoadedModel, *, eos_id: int, batch_size: int = 8, vocab_size: int | None = None,
-                 check_every: int = 8, cache_dtype: str | None = None, release_model: bool = False):
-        self.runner, self.cfg = Runner(model), model.cfg
+                 check_every: int = 8, cache_dtype: str | None = None, release_model: bool = False,
+                 decode_attention: str = "auto"):
+        if decode_attention == "auto":
+            one_device = model.mesh is None or model.mesh.size == 1
+            decode_attention = "pallas" if one_device and jax.default_backend() == "gpu" else "xla"
+        self.runner, self.cfg = Runner(model), model.cfg.replace(decode_attention=decode_attention)
         with self.runner.context():
             self.layers = model_params.unstack_layers(model.cfg, model.params)
         self.params = {name: value for name, value in model.params.items() if name != "layers"}

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_out")
 ATTENTION_IMPLS = ("xla", "cudnn")
+DECODE_ATTENTION_IMPLS = ("xla", "pallas")  # one new token against the KV cache (model/decode_attention.py)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -34,6 +35,7 @@ class LlamaConfig:
     param_dtype: str = "float32"
     remat: str = "none"
     attention: str = "xla"
+    decode_attention: str = "xla"
     scan_layers: bool = True
     fuse_projections: bool = True  # q/k/v and gate/up as one GEMM each, training and decoding (llama.py)
     # LoRA adapters (0 = none); see xfer_jax/model/lora.py.
@@ -51,6 +53,8 @@ class LlamaConfig:
             raise ValueError(f"remat={self.remat!r}; choose one of {REMAT_POLICIES}")
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"attention={self.attention!r}; choose one of {ATTENTION_IMPLS}")
+        if self.decode_attention not in DECODE_ATTENTION_IMPLS:
+            raise ValueError(f"decode_attention={self.decode_attention!r}; choose one of {DECODE_ATTENTION_IMPLS}")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # lists from JSON stay hashable
         unknown = set(self.lora_targets) - set(LORA_TARGETS)
         if unknown:

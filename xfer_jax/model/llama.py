@@ -13,6 +13,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from xfer_jax.model import lora
 from xfer_jax.model.attention import attention, cached_attention
+from xfer_jax.model.decode_attention import decode_attention, supported as decode_attention_supported
 from xfer_jax.model.lora import PROJECTIONS
 from xfer_jax.model.config import LlamaConfig
 from xfer_jax.parallel.rules import constrain
@@ -79,9 +80,10 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segment_ids, key=None, cache=None):
     """One pre-norm LLaMA layer on x [B, T, E]; `w` holds this layer's (unstacked) weights and adapters.
 
-    `key` drives LoRA dropout. `cache` = (k_all, v_all, layer, index, valid) decodes against the whole KV cache
-    [L, B, S, K, D]; the layer then returns (x, (k_all, v_all)) with this step's keys and values written into
-    layer `layer` at slot `index`. Only the new slots are written, so a donated cache is updated in place.
+    `key` drives LoRA dropout. `cache` = (k_all, v_all, layer, index, valid, visible) decodes against the whole KV
+    cache [L, B, S, K, D]; the layer then returns (x, (k_all, v_all)) with this step's keys and values written
+    into layer `layer` at slot `index`. Only the new slots are written, so a donated cache is updated in place.
+    `visible` (int32 [B, S], or None) selects the fused attention of a single new token (decode_attention.py).
     """
     keys = [None] * len(PROJECTIONS) if key is None else list(jax.random.split(key, len(PROJECTIONS)))
     proj = lambda name, h: lora.project(cfg, w, name, h, keys[list(PROJECTIONS).index(name)])  # noqa: E731
@@ -93,18 +95,24 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
         # jnp.split, not indexing: its gradient is one concatenate, where slices' gradients are padded and added
         q, k, v = jnp.split(qkv, [groups, groups + 1], axis=3)
         q, k, v = q.reshape(*h.shape[:2], cfg.num_heads, cfg.head_dim), k.squeeze(3), v.squeeze(3)
+        queries = qkv  # [B, T, K, G+2, D], query heads first: what decode_attention reads, without a copy
     else:
         q = constrain(proj("q_proj", h), ("batch", "seq", "act_heads", None))
         k = constrain(proj("k_proj", h), ("batch", "seq", "act_kv_heads", None))
         v = constrain(proj("v_proj", h), ("batch", "seq", "act_kv_heads", None))
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        queries = q.reshape(*q.shape[:2], cfg.num_kv_heads, -1, cfg.head_dim)
+    unrotated, (q, k) = queries, (apply_rope(q, cos, sin), apply_rope(k, cos, sin))
     if cache is None:
         attn = attention(q, k, v, segment_ids, cfg.attention)
     else:  # write this step's keys/values into layer `layer` of the whole cache (in place), attend over it
-        k_all, v_all, layer, index, valid = cache
+        k_all, v_all, layer, index, valid, visible = cache
         k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))
         v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, index, 0, 0))
-        attn = cached_attention(q, k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), index, valid)
+        if visible is not None:
+            group = cfg.num_heads // cfg.num_kv_heads  # RoPE'd inside; XLA drops the unused rotated q
+            attn = decode_attention(unrotated, group, cos, sin, k_all, v_all, layer, visible)
+        else:
+            attn = cached_attention(q, k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), index, valid)
     attn = checkpoint_name(attn, "attn_out")
     x = x + constrain(proj("o_proj", attn), ("batch", "seq", "act_embed"))
 
@@ -175,10 +183,13 @@ class DecoderLayers(nnx.Module):
         stacked array either through a copy or through a slower fused GEMM."""
         cfg = self.cfg
         cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
-        k_all, v_all = cache["k"], cache["v"]
+        k_all, v_all, index, valid = cache["k"], cache["v"], cache["index"], cache["valid"]
+        visible = None
+        if cfg.decode_attention == "pallas" and decode_attention_supported(x.shape[1], cfg):
+            visible = (valid & (jnp.arange(valid.shape[1]) <= index)).astype(jnp.int32)
         for layer, w in enumerate(layer_weights):
             x, (k_all, v_all) = decoder_layer(cfg, w, x, cos, sin, None,
-                                              cache=(k_all, v_all, layer, cache["index"], cache["valid"]))
+                                              cache=(k_all, v_all, layer, index, valid, visible))
         return x, k_all, v_all
 
 
