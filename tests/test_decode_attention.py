@@ -30,7 +30,7 @@ def test_decode_attention_equals_cached_attention(batch, heads, kv_heads, head_d
                              jnp.full((batch, 1, kv_heads, 2, head_dim), 1e9)], axis=3)  # k/v rows: never read
     for layer in range(layers):
         ref = cached_attention(apply_rope(q, cos, sin), k_all[layer], v_all[layer], index, valid)
-        out = decode_attention(fused, group, cos, sin, k_all, v_all, layer, visible)
+        out = decode_attention(fused / 3, group, jnp.full((batch,), 3.0), cos, sin, k_all, v_all, layer, visible)
         np.testing.assert_allclose(out, ref, atol=2e-6, rtol=2e-5)
 
 

@@ -76,10 +76,17 @@ def test_adapters_shard_like_their_weights():
     assert model_params.abstract_params(cfg)["layers"]["o_proj_lora_a"].dtype == jnp.float32
 
 
-def test_kv_cache_decoding_equals_full_forward():
-    """Prefill a left-padded batch, then decode token by token: logits equal one full forward pass."""
-    cfg = get_shape("tiny")
+@pytest.mark.parametrize("variant", ["fused", "lora", "pallas"])
+def test_kv_cache_decoding_equals_full_forward(variant):
+    """Prefill a left-padded batch, then decode token by token: logits equal one full forward pass. Norm weights
+    and adapters are random, so folding the norms into the decoding weights (params.fold_norms) is checked too;
+    "pallas" decodes new tokens with the one-kernel attention (interpreted on CPU)."""
+    cfg = _lora_cfg() if variant == "lora" else get_shape("tiny", decode_attention="xla" if variant == "fused" else variant)
     params = model_params.init_params(cfg, seed=4)
+    rng = np.random.RandomState(4)
+    for name, value in params["layers"].items():
+        if "norm" in name or name.endswith("_lora_b"):
+            params["layers"][name] = jnp.asarray(value + 0.3 * rng.standard_normal(value.shape), value.dtype)
     model = model_params.bind(cfg, params)
     lengths, total = [9, 6], 14
     rows = [np.random.RandomState(i).randint(3, 512, size=total) for i in range(2)]

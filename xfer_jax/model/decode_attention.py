@@ -32,7 +32,7 @@ def _chunk(slots: int, group: int, head_dim: int) -> int:
     return chunk
 
 
-def _kernel(q_ref, cos_ref, sin_ref, k_ref, v_ref, mask_ref, top_ref, total_ref, acc_ref, *,
+def _kernel(q_ref, q_scale_ref, cos_ref, sin_ref, k_ref, v_ref, mask_ref, top_ref, total_ref, acc_ref, *,
             layer: int, group: int, chunk: int, scale: float):
     """One (row, kv head, chunk of slots): softmax statistics and weighted values of that chunk. The query heads
     come un-rotated and get RoPE here, by halves (rotate-half: lo' = lo·cos − hi·sin, hi' = hi·cos + lo·sin)."""
@@ -42,6 +42,7 @@ def _kernel(q_ref, cos_ref, sin_ref, k_ref, v_ref, mask_ref, top_ref, total_ref,
     slots = pl.ds(pl.multiple_of(part * chunk, chunk), chunk)
     cos, sin = cos_ref[row, :][None, :], sin_ref[row, :][None, :]  # [1, D/2]
     q_lo, q_hi = q_ref[row, 0, head, heads, lo].astype(jnp.float32), q_ref[row, 0, head, heads, hi].astype(jnp.float32)
+    scale = scale * q_scale_ref[row]
     q_lo, q_hi = (q_lo * cos - q_hi * sin) * scale, (q_hi * cos + q_lo * sin) * scale  # [G, D/2]
     k_lo = k_ref[layer, row, slots, head, lo].astype(jnp.float32)  # [chunk, D/2]
     k_hi = k_ref[layer, row, slots, head, hi].astype(jnp.float32)
@@ -63,12 +64,13 @@ def supported(new_tokens: int, cfg) -> bool:
     return new_tokens == 1 and group & (group - 1) == 0 and head_dim & (head_dim - 1) == 0
 
 
-def decode_attention(queries: jax.Array, group: int, cos: jax.Array, sin: jax.Array, k_all: jax.Array,
-                     v_all: jax.Array, layer: int, visible: jax.Array) -> jax.Array:
+def decode_attention(queries: jax.Array, group: int, q_scale: jax.Array, cos: jax.Array, sin: jax.Array,
+                     k_all: jax.Array, v_all: jax.Array, layer: int, visible: jax.Array) -> jax.Array:
     """Attention of one new token a row, RoPE on the queries included.
 
     queries [B, 1, K, ≥G, D]: each kv head's `group` query heads *before* RoPE, first along axis 3 — the fused q/k/v
     projection's output as it is (its key and value rows after them are not read), so no copy is made;
+    q_scale [B] multiplies each row's queries (the RMSNorm factor when the norm weights are folded, `fold_norms`);
     cos, sin [B, 1, D] the new token's rotary tables; k_all, v_all the whole cache [L, B, S, K, D];
     `visible` [B, S] int32, nonzero where the new token may attend (filled, valid slots up to its own).
     Returns [B, 1, H, D] like `cached_attention` on RoPE'd queries."""
@@ -82,7 +84,7 @@ def decode_attention(queries: jax.Array, group: int, cos: jax.Array, sin: jax.Ar
         out_shape=(stats, stats, jax.ShapeDtypeStruct((batch, kv_heads, parts, group, head_dim), jnp.float32)),
         grid=(batch, kv_heads, parts), interpret=jax.default_backend() != "gpu",
         compiler_params=pltriton.CompilerParams(num_warps=4, num_stages=1),
-    )(queries, cos[:, 0, : head_dim // 2], sin[:, 0, : head_dim // 2], k_all, v_all, visible)
+    )(queries, q_scale.astype(jnp.float32), cos[:, 0, : head_dim // 2], sin[:, 0, : head_dim // 2], k_all, v_all, visible)
     weight = jnp.exp(top - top.max(axis=2, keepdims=True))  # the chunks' softmaxes joined
     out = (weight[..., None] * acc).sum(2) / (weight * total).sum(2)[..., None]
     return out.astype(queries.dtype).reshape(batch, 1, kv_heads * group, head_dim)

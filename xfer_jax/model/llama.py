@@ -77,6 +77,20 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos + rotated * sin
 
 
+def _normed(cfg: LlamaConfig, w: dict, norm: str, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    """(what the projections after RMSNorm `norm` read, per-token factor [B, T] for their outputs or None). With
+    the norm's weight folded into those projections (`params.fold_norms`, decoding) they read x itself and their
+    outputs are scaled by rsqrt(mean(x²) + eps); otherwise the usual normed activations."""
+    if norm in w:
+        return rms_norm(x, w[norm], cfg.rms_norm_eps), None
+    x32 = x.astype(jnp.float32)
+    return x, jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1) + cfg.rms_norm_eps)
+
+
+def _scaled(y: jax.Array, factor: jax.Array | None) -> jax.Array:
+    return y if factor is None else (y * factor.reshape(factor.shape + (1,) * (y.ndim - 2))).astype(y.dtype)
+
+
 def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segment_ids, key=None, cache=None):
     """One pre-norm LLaMA layer on x [B, T, E]; `w` holds this layer's (unstacked) weights and adapters.
 
@@ -88,7 +102,7 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
     keys = [None] * len(PROJECTIONS) if key is None else list(jax.random.split(key, len(PROJECTIONS)))
     proj = lambda name, h: lora.project(cfg, w, name, h, keys[list(PROJECTIONS).index(name)])  # noqa: E731
 
-    h = rms_norm(x, w["input_layernorm"], cfg.rms_norm_eps)
+    h, factor = _normed(cfg, w, "input_layernorm", x)
     if "qkv_proj" in w:  # one GEMM for q, k and v (see fuse_projections)
         groups = cfg.num_heads // cfg.num_kv_heads
         qkv = constrain(jnp.einsum("bte,ekgd->btkgd", h, w["qkv_proj"]), ("batch", "seq", "act_kv_heads", None, None))
@@ -101,6 +115,7 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
         k = constrain(proj("k_proj", h), ("batch", "seq", "act_kv_heads", None))
         v = constrain(proj("v_proj", h), ("batch", "seq", "act_kv_heads", None))
         queries = q.reshape(*q.shape[:2], cfg.num_kv_heads, -1, cfg.head_dim)
+    q, k, v = _scaled(q, factor), _scaled(k, factor), _scaled(v, factor)
     unrotated, (q, k) = queries, (apply_rope(q, cos, sin), apply_rope(k, cos, sin))
     if cache is None:
         attn = attention(q, k, v, segment_ids, cfg.attention)
@@ -109,21 +124,23 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
         k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))
         v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, index, 0, 0))
         if visible is not None:
-            group = cfg.num_heads // cfg.num_kv_heads  # RoPE'd inside; XLA drops the unused rotated q
-            attn = decode_attention(unrotated, group, cos, sin, k_all, v_all, layer, visible)
+            group = cfg.num_heads // cfg.num_kv_heads  # scaled and RoPE'd inside; XLA drops the unused q
+            factor = jnp.ones(x.shape[:2], jnp.float32) if factor is None else factor
+            attn = decode_attention(unrotated, group, factor[:, 0], cos, sin, k_all, v_all, layer, visible)
         else:
             attn = cached_attention(q, k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), index, valid)
     attn = checkpoint_name(attn, "attn_out")
     x = x + constrain(proj("o_proj", attn), ("batch", "seq", "act_embed"))
 
-    h = rms_norm(x, w["post_attention_layernorm"], cfg.rms_norm_eps)
+    h, factor = _normed(cfg, w, "post_attention_layernorm", x)
     if "gate_up_proj" in w:
         gate_up = constrain(jnp.einsum("bte,egf->btgf", h, w["gate_up_proj"]), ("batch", "seq", None, "act_mlp"))
         gate, up = (x.squeeze(2) for x in jnp.split(gate_up, 2, axis=2))
     else:
         gate = constrain(proj("gate_proj", h), ("batch", "seq", "act_mlp"))
         up = constrain(proj("up_proj", h), ("batch", "seq", "act_mlp"))
-    x = x + constrain(proj("down_proj", jax.nn.silu(gate) * up), ("batch", "seq", "act_embed"))
+    mlp = jax.nn.silu(_scaled(gate, factor)) * _scaled(up, factor)
+    x = x + constrain(proj("down_proj", mlp), ("batch", "seq", "act_embed"))
     return x if cache is None else (x, (k_all, v_all))
 
 

@@ -50,14 +50,34 @@ def bind(cfg: LlamaConfig, params: dict) -> Llama:
 def unstack_layers(cfg: LlamaConfig, params: dict) -> list[dict]:
     """The decoder weights as one dict per layer, every matrix its own buffer (a copy), base weights in the
     compute dtype, q/k/v and gate/up fused when `cfg.fuse_projections` (fewer kernels per token), adapters in
-    fp32: what `Llama.decode(..., layer_weights=...)` reads at full bandwidth."""
+    fp32, the RMSNorm weights folded into the matrices after them (`fold_norms`): what
+    `Llama.decode(..., layer_weights=...)` reads at full bandwidth."""
     return _unstack(params["layers"], cfg=cfg)
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
 def _unstack(layers: dict, *, cfg: LlamaConfig) -> list[dict]:
-    layers = compute_weights(cfg, layers)
+    layers = compute_weights(cfg, fold_norms(layers))
     return [{name: w[i] for name, w in layers.items()} for i in range(cfg.num_layers)]
+
+
+# Each RMSNorm and the projections that read its output (their LoRA A matrices too: the path is linear).
+_NORMED = {"input_layernorm": ("q_proj", "k_proj", "v_proj"), "post_attention_layernorm": ("gate_proj", "up_proj")}
+
+
+def fold_norms(layers: dict) -> dict:
+    """Stacked layer weights with each RMSNorm's weight multiplied into the rows (input axis) of the matrices that
+    read the normed activations, and the norm weights removed: norm(x)·W = rsqrt(mean(x²) + eps)·(x·(diag(g)·W)).
+    `decoder_layer` then runs the projection on x itself and scales its output by the per-token factor, which XLA
+    fuses into the next kernel: a decoding step loses two elementwise kernels a layer. Multiplied in fp32, stored
+    in each matrix's dtype."""
+    layers = dict(layers)
+    for norm, names in _NORMED.items():
+        gain = layers.pop(norm).astype(jnp.float32)  # [L, E]
+        for key in [k for name in names for k in (name, f"{name}_lora_a") if k in layers]:
+            w = layers[key]
+            layers[key] = (w.astype(jnp.float32) * gain.reshape(gain.shape + (1,) * (w.ndim - 2))).astype(w.dtype)
+    return layers
 
 
 def apply(cfg: LlamaConfig, params: dict, tokens, positions=None, segment_ids=None, dropout_key=None) -> jax.Array:
