@@ -133,7 +133,8 @@ def test_generate_cli_writes_generations_and_speed(text_model, tmp_path):
     out = tmp_path / "report"
     # the plain template keeps prompts within the stop-string test's compiled shapes
     assert cli.main(["eval", "generate", "--ckpt", str(ckpt), "--prompts", str(prompt_file), "--out", str(out),
-                     "--template", "plain", "--max_new_tokens", "24", "--batch_size", "2", "--no_progress"]) == 0
+                     "--template", "plain", "--max_new_tokens", "24", "--batch_size", "2", "--no_progress",
+                     "--decode_attention", "auto"]) == 0
     generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert [g["id"] for g in generations] == [1, 2, 3]
     assert [g["rendered_prompt"] for g in generations] == ["用一句话介绍长城。\n", "Name a colour.\nOne word.\n",
@@ -144,6 +145,7 @@ def test_generate_cli_writes_generations_and_speed(text_model, tmp_path):
     assert all(g["new_tokens"] <= 24 and g.get("reference") == r.get("reference") for g, r in zip(generations, records))
     report = json.loads((out / "report.json").read_text())
     assert report["stats"]["tokens_per_s"] > 0 and report["stats"]["new_tokens"] > 0
+    assert report["decode_attention"] == "xla"  # auto on a CPU
     assert "tokens/s" in (out / "report.md").read_text()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "ok"}\n{"input": "no instruction"}\n')

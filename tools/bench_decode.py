@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
                    + ", ".join(f"{n} {b}" for n, b in BANDWIDTH_TBS) + ")")
     p.add_argument("--json", help="also write the result to this file")
     p.add_argument("--profile", help="write a Perfetto trace of 16 decoding steps to this directory "
-                   "(summarise with tools/trace_summary.py DIR --steps 16)")
+                   "(summarise with tools/trace_summary.py DIR --steps 16 [--sequence 40])")
     args = p.parse_args(argv)
 
     device = jax.devices()[0]

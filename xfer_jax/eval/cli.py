@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--repetition_penalty", type=float, default=1.0)
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--decode_attention", default="auto", choices=["auto", "xla", "pallas"],
+                     help="a new token's attention: auto = the one-kernel Pallas version on one GPU, else XLA's")
     cs = sub.choices["codeswitch"]
     cs.add_argument("--generations", required=True,
                     help="JSONL with `response` and `lang` (xfer eval generate's output)")
@@ -157,11 +159,12 @@ def run_generate(args) -> int:
     prompts.template(args.template)  # a bad name fails before the model loads
     model, tokenizer = load_model(args, args.ckpt, args.tokenizer)
     generator = Generator(model, eos_id=tokenizer.eos_id, batch_size=args.batch_size, vocab_size=tokenizer.vocab_size,
-                          release_model=True)
+                          release_model=True, decode_attention=args.decode_attention)
     records, stats = prompts.generate_file(generator, tokenizer, args.prompts, sampling, args.template, args.system,
                                            progress=not args.no_progress)
     result = {"ckpt": args.ckpt, "prompts": args.prompts, "template": args.template,
-              "sampling": {**vars(sampling), "stop": list(sampling.stop)}, "stats": stats.as_dict()}
+              "sampling": {**vars(sampling), "stop": list(sampling.stop)}, "stats": stats.as_dict(),
+              "decode_attention": generator.cfg.decode_attention}
     _write(args, "generate", result, prompts.markdown(result, records), None, {"generations.jsonl": records})
     return 0
 

@@ -116,7 +116,7 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
         v = constrain(proj("v_proj", h), ("batch", "seq", "act_kv_heads", None))
         queries = q.reshape(*q.shape[:2], cfg.num_kv_heads, -1, cfg.head_dim)
     q, k, v = _scaled(q, factor), _scaled(k, factor), _scaled(v, factor)
-    unrotated, (q, k) = queries, (apply_rope(q, cos, sin), apply_rope(k, cos, sin))
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is None:
         attn = attention(q, k, v, segment_ids, cfg.attention)
     else:  # write this step's keys/values into layer `layer` of the whole cache (in place), attend over it
@@ -124,9 +124,10 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
         k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))
         v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (layer, 0, index, 0, 0))
         if visible is not None:
-            group = cfg.num_heads // cfg.num_kv_heads  # scaled and RoPE'd inside; XLA drops the unused q
-            factor = jnp.ones(x.shape[:2], jnp.float32) if factor is None else factor
-            attn = decode_attention(unrotated, group, factor[:, 0], cos, sin, k_all, v_all, layer, visible)
+            # the kernel scales and rotates the raw queries itself; XLA drops the unused q above
+            q_scale = jnp.ones(x.shape[:1], jnp.float32) if factor is None else factor[:, 0]
+            group = cfg.num_heads // cfg.num_kv_heads
+            attn = decode_attention(queries, group, q_scale, cos, sin, k_all, v_all, layer, visible)
         else:
             attn = cached_attention(q, k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), index, valid)
     attn = checkpoint_name(attn, "attn_out")
