@@ -119,11 +119,24 @@ def _real_batch(pretrain_config, batch_size=8):
     return batch
 
 
+def _gradients(cfg, mesh, batch):
+    """Gradients of the summed next-token loss, parameters and batch sharded on `mesh`, gathered to the host."""
+    batch_sharding = jax.sharding.NamedSharding(mesh, rules_lib.spec_for(("batch", "seq"), batch["tokens"].shape, dict(mesh.shape)))
+    with jax.set_mesh(mesh):
+        params = init_sharded(cfg, mesh, seed=0)
+        grad = jax.jit(jax.grad(lambda p, b: step_lib.loss_sums(cfg, p, b, 0.0, 2)["nll"]))
+        return jax.device_get(grad(params, pipeline.to_device(batch, batch_sharding)))
+
+
 def test_one_device_equals_eight_with_fsdp_and_tp(pretrain_config):
     cfg = get_shape("tiny", vocab_size=2000)
     batch = _real_batch(pretrain_config)
     one = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
     eight = mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    # Every gradient agrees before the optimizer sees it, to summation-order noise relative to its largest entry.
+    grads1, grads8 = _gradients(cfg, one, batch), _gradients(cfg, eight, batch)
+    for (path, g1), g8 in zip(jax.tree_util.tree_flatten_with_path(grads1)[0], jax.tree.leaves(grads8)):
+        np.testing.assert_allclose(g8, g1, rtol=0, atol=1e-5 * np.abs(g1).max(), err_msg=jax.tree_util.keystr(path))
     p1, m1 = _one_step(cfg, one, batch)
     p8, m8 = _one_step(cfg, eight, batch)
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
