@@ -25,6 +25,7 @@ from xfer_jax.eval.generate import Generator
 from xfer_jax.eval.sampling import Sampling
 from xfer_jax.forward import LoadedModel
 from xfer_jax.model import params as model_params
+from xfer_jax.model.config import DECODE_ATTENTION_IMPLS
 from xfer_jax.model.shapes import SHAPES, get_shape
 
 # HBM bandwidth (TB/s) by device_kind substring, most specific first (NVIDIA data sheets, SXM unless named).
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dtype", default="bfloat16", help="parameter and compute dtype")
     p.add_argument("--vocab_size", type=int, help="override the shape's vocabulary (e.g. 49953 for an extended one)")
     p.add_argument("--no_fuse", action="store_true", help="separate q/k/v and gate/up matrices (fuse_projections off)")
-    p.add_argument("--decode_attention", default="auto", choices=["auto", "xla", "pallas"],
+    p.add_argument("--decode_attention", default="auto", choices=("auto",) + DECODE_ATTENTION_IMPLS,
                    help="attention of a new token (auto: the Pallas kernel on one GPU, else XLA)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--prompt_len", type=int, default=128)

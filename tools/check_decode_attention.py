@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xfer_jax.model.attention import cached_attention
+from xfer_jax.model.attention import cache_visibility, cached_attention
 from xfer_jax.model.decode_attention import decode_attention
 from xfer_jax.model.llama import apply_rope, rope_tables
 
@@ -27,7 +27,7 @@ def check(batch, heads, kv_heads, head_dim, slots, layers, index, layer=1):
     valid = np.zeros((batch, slots), bool)
     valid[:, 5:index + 1], valid[0, :index + 1] = True, True  # rows after the first are left-padded
     valid = jnp.asarray(valid)
-    visible = (valid & (jnp.arange(slots) <= index)).astype(jnp.int32)
+    visible = cache_visibility(index, valid, 1)[:, 0].astype(jnp.int32)
     cos, sin = rope_tables(jnp.full((batch, 1), index), head_dim, 10000.0)
     fused = jnp.concatenate([q.reshape(batch, 1, kv_heads, group, head_dim),
                              jnp.zeros((batch, 1, kv_heads, 2, head_dim), q.dtype)], axis=3)

@@ -36,11 +36,16 @@ def xla_attention(q, k, v, segment_ids):
     return masked_attention(q, k, v, attention_mask(segment_ids, q.shape[1], k.shape[1]))
 
 
+def cache_visibility(index, valid: jax.Array, new_tokens: int) -> jax.Array:
+    """Boolean [B, T, S] over a KV cache of S slots: new token t (at slot index + t) sees the filled, valid slots
+    s <= index + t."""
+    causal = jnp.arange(valid.shape[1])[None, :] <= index + jnp.arange(new_tokens)[:, None]
+    return causal[None] & valid[:, None, :]
+
+
 def cached_attention(q, k_cache, v_cache, index, valid):
-    """Decoding against a KV cache of S slots: query t (at slot index + t) sees filled, valid slots s <= index + t."""
-    t, s = q.shape[1], k_cache.shape[1]
-    causal = jnp.arange(s)[None, :] <= index + jnp.arange(t)[:, None]
-    return masked_attention(q, k_cache, v_cache, (causal[None] & valid[:, None, :])[:, None])
+    """Decoding against a KV cache: the new tokens q [B, T, H, D] attend as `cache_visibility` says."""
+    return masked_attention(q, k_cache, v_cache, cache_visibility(index, valid, q.shape[1])[:, None])
 
 
 def cudnn_attention(q, k, v, segment_ids):

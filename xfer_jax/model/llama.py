@@ -12,7 +12,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from xfer_jax.model import lora
-from xfer_jax.model.attention import attention, cached_attention
+from xfer_jax.model.attention import attention, cache_visibility, cached_attention
 from xfer_jax.model.decode_attention import decode_attention, supported as decode_attention_supported
 from xfer_jax.model.lora import PROJECTIONS
 from xfer_jax.model.config import LlamaConfig
@@ -102,9 +102,9 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
     keys = [None] * len(PROJECTIONS) if key is None else list(jax.random.split(key, len(PROJECTIONS)))
     proj = lambda name, h: lora.project(cfg, w, name, h, keys[list(PROJECTIONS).index(name)])  # noqa: E731
 
+    groups = cfg.num_heads // cfg.num_kv_heads
     h, factor = _normed(cfg, w, "input_layernorm", x)
     if "qkv_proj" in w:  # one GEMM for q, k and v (see fuse_projections)
-        groups = cfg.num_heads // cfg.num_kv_heads
         qkv = constrain(jnp.einsum("bte,ekgd->btkgd", h, w["qkv_proj"]), ("batch", "seq", "act_kv_heads", None, None))
         # jnp.split, not indexing: its gradient is one concatenate, where slices' gradients are padded and added
         q, k, v = jnp.split(qkv, [groups, groups + 1], axis=3)
@@ -126,8 +126,7 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
         if visible is not None:
             # the kernel scales and rotates the raw queries itself; XLA drops the unused q above
             q_scale = jnp.ones(x.shape[:1], jnp.float32) if factor is None else factor[:, 0]
-            group = cfg.num_heads // cfg.num_kv_heads
-            attn = decode_attention(queries, group, q_scale, cos, sin, k_all, v_all, layer, visible)
+            attn = decode_attention(queries, groups, q_scale, cos, sin, k_all, v_all, layer, visible)
         else:
             attn = cached_attention(q, k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), index, valid)
     attn = checkpoint_name(attn, "attn_out")
@@ -204,7 +203,7 @@ class DecoderLayers(nnx.Module):
         k_all, v_all, index, valid = cache["k"], cache["v"], cache["index"], cache["valid"]
         visible = None
         if cfg.decode_attention == "pallas" and decode_attention_supported(x.shape[1], cfg):
-            visible = (valid & (jnp.arange(valid.shape[1]) <= index)).astype(jnp.int32)
+            visible = cache_visibility(index, valid, 1)[:, 0].astype(jnp.int32)
         for layer, w in enumerate(layer_weights):
             x, (k_all, v_all) = decoder_layer(cfg, w, x, cos, sin, None,
                                               cache=(k_all, v_all, layer, index, valid, visible))
