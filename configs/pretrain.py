@@ -33,6 +33,7 @@ def get_config(mixture: str = "mixed") -> ml_collections.ConfigDict:
     c.model.remat = "none"  # none | full | dots | dots_no_batch | save_attn_out
     c.model.attention = "xla"  # "cudnn" on NVIDIA GPUs (see docs/benchmarks.md)
     c.model.scan_layers = True  # False: unrolled layers, fastest on GPU for shallow models, longer compiles
+    c.model.fuse_projections = True  # q/k/v and gate/up as one GEMM each; False for MQA on tensor=2 (llama.py)
 
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))  # -1: the rest of the devices
     c.rules = [list(r) for r in DEFAULT_RULES]  # logical axis -> mesh axes; decides every sharding

@@ -10,6 +10,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from xfer_jax.data import pipeline
 from xfer_jax.model.shapes import get_shape
@@ -169,3 +170,47 @@ def test_chunked_loss_equals_full_loss():
     np.testing.assert_allclose(chunked(h, w), full(h, w), rtol=1e-6)
     for a, b in zip(jax.grad(chunked, (0, 1))(h, w), jax.grad(full, (0, 1))(h, w)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def _tensorboard_scalars(tb_dir: pathlib.Path, tag: str) -> dict[int, float]:
+    """What TensorBoard shows for `tag`: events read in file order, a START event at step s purging the
+    earlier events at steps >= s (how TensorBoard applies a SummaryWriter's purge_step)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    shown: dict[int, float] = {}
+    for path in sorted(tb_dir.glob("events.out.tfevents.*")):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at: at + 8])
+            event = event_pb2.Event.FromString(data[at + 12: at + 12 + length])
+            at += 12 + length + 4
+            if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+                shown = {s: v for s, v in shown.items() if s < event.step}
+            for value in event.summary.value:
+                if value.tag == tag:
+                    shown[event.step] = value.simple_value
+    return shown
+
+
+def test_logs_of_a_resumed_run_equal_an_uninterrupted_one(pretrain_config):
+    """Steps whose checkpoint was lost (kill -9 during an async save) run again on resume; the JSONL and
+    TensorBoard logs must then hold each step once, with the values of an uninterrupted run."""
+    c = pretrain_config
+    c.train.steps, c.train.save_every, c.train.keep, c.train.eval_every = 6, 3, 5, 1000
+    c.data.heldout = []
+    train(c)
+    first = pathlib.Path(c.train.out_dir)
+    second = first.parent / "interrupted"
+    shutil.copytree(first, second)
+    shutil.rmtree(second / "ckpt" / "6")  # the save of step 6 never committed
+    c.train.out_dir = str(second)
+    train(c)  # resumes from step 3 and runs 4-6 again
+    lines = lambda run: (run / "metrics.jsonl").read_text().splitlines()  # noqa: E731
+    steps = [json.loads(line)["step"] for line in lines(second)]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    a, b = losses(first), losses(second)
+    assert [a[s] for s in steps] == [b[s] for s in steps]
+    assert _tensorboard_scalars(first / "tensorboard", "loss") == pytest.approx(a)
+    assert _tensorboard_scalars(second / "tensorboard", "loss") == pytest.approx(a)

@@ -10,14 +10,15 @@ Steps are written by Orbax's CheckpointManager, which commits a step only once e
 step half-written when a process died is never listed as the latest. Restoring takes target shardings, so a
 checkpoint saved on one mesh loads onto any other.
 """
+import hashlib
 import json
 import pathlib
-import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from xfer_jax import paths
 from xfer_jax.model import params as model_params
 from xfer_jax.model.config import LlamaConfig
 
@@ -58,7 +59,7 @@ def save(ckpt_dir, cfg: LlamaConfig, params: dict, *, step: int = 0, tokenizer: 
         ))
         mgr.wait_until_finished()
     if tokenizer is not None:
-        shutil.copyfile(tokenizer, ckpt_dir / TOKENIZER_FILE)
+        paths.copy_file(tokenizer, ckpt_dir / TOKENIZER_FILE)
     return ckpt_dir
 
 
@@ -144,4 +145,48 @@ def _check_shapes(ckpt_dir, step, abstract: dict, stored: dict) -> None:
     problems += [f"{k}: stored shape {have[k]}, config expects {want[k]}"
                  for k in sorted(set(want) & set(have)) if tuple(have[k]) != tuple(want[k])]
     if problems:
-        raise ValueError(f"checkpoint {ckpt_dir} step {step} does not match its model config:\n  " + "\n  ".join(problems))
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValueError(f"checkpoint {ckpt_dir} step {step} does not match the model config: "
+                         + "; ".join(problems[:3]) + more)
+
+
+def file_sha256(path) -> str:
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+# How a run executes, free to change between a save and a resume; every other model field fixes the math.
+RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention", "decode_attention", "scan_layers", "fuse_projections")
+
+
+def check_resume(ckpt_dir, cfg: LlamaConfig, *, tokenizer, trainable: list[str], languages: list[str],
+                 fix: str) -> int | None:
+    """The step a run resumes from (None: a fresh start), after checking that the checkpoint in DIR is the
+    same run: model, tokenizer, trained parameters and languages. Reads only, so a refused resume changes
+    nothing; each mismatch is one line naming the setting, both values, the checkpoint and `fix`."""
+    ckpt_dir = pathlib.Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return None
+    with manager(ckpt_dir, read_only=True) as mgr:
+        step = mgr.latest_step()
+    if step is None:
+        return None
+    meta = read_meta(ckpt_dir, step)
+    where = f"checkpoint {ckpt_dir} (step {step})"
+    saved = json.loads(json.dumps(LlamaConfig.from_dict(meta["model"]).to_dict()))
+    wanted = json.loads(json.dumps(cfg.to_dict()))
+    for key in wanted:
+        if key not in RUN_FIELDS and saved[key] != wanted[key]:
+            raise ValueError(f"model.{key}={wanted[key]!r} but {where} was trained with {saved[key]!r}; {fix}")
+    _check_shapes(ckpt_dir, step, model_params.abstract_params(cfg), _stored_shapes(ckpt_dir, step))
+    theirs = meta.get("tokenizer_sha256")
+    stored = ckpt_dir / TOKENIZER_FILE
+    if theirs is None and stored.exists():
+        theirs = file_sha256(stored)
+    if theirs is not None and theirs != file_sha256(tokenizer):
+        raise ValueError(f"data.tokenizer={tokenizer} differs from the tokenizer of {where} ({stored}); resume with "
+                         f"--config.data.tokenizer={stored}, or {fix}")
+    for name, ours in (("train.trainable", trainable), ("data languages", languages)):
+        key = "trainable" if name == "train.trainable" else "languages"
+        if key in meta and list(meta[key]) != list(ours):
+            raise ValueError(f"{name} {list(ours)} but {where} has {list(meta[key])}; {fix}")
+    return step

@@ -20,6 +20,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from xfer_jax import paths
 from xfer_jax.data.fetch import MARKER, download_pypi
 
 PACKAGE = "chatterbot-corpus==1.3.3"
@@ -87,20 +88,13 @@ def fetch_instruct(cache_dir: str | Path) -> Path:
         for name, lang in LANGUAGES.items():
             train, heldout = language_records(data_dir, name, lang)
             for split, records in (("train", train), ("heldout", heldout)):
-                write_jsonl(cache_dir / lang / f"{split}.jsonl", records)
+                paths.write_jsonl(cache_dir / lang / f"{split}.jsonl", records)
             counts[lang] = {"train": len(train), "heldout": len(heldout)}
     sources = {"package": PACKAGE.split("==")[0], "registry": "pypi", "version": PACKAGE.split("==")[1],
                "licence": LICENCE, "format": {"zh": "belle", "other": "bactrian_x"}, "counts": counts}
     (cache_dir / "SOURCES.json").write_text(json.dumps(sources, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     marker.write_text("chatterbot-corpus\n")
     return cache_dir
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

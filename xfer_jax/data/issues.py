@@ -74,6 +74,12 @@ class InputIssues:
         out["data/skipped/total"] = self.total()
         return out
 
+    def reasons(self, n: int = 3) -> str:
+        """The first `n` recorded problems (file:line: kind: detail), for an error that ends a run."""
+        examples = [e for kind in KINDS for e in self.examples[kind]]
+        more = f" (and {self.total() - n} more)" if self.total() > n else ""
+        return "; ".join(examples[:n]) + more
+
     def summary(self) -> str:
         if not self.total():
             return "no bad input"

@@ -110,7 +110,8 @@ def _source_dataset(spec, index, data_cfg, builder, issues, seed) -> tuple[grain
     docs = grain.MapDataset.source(Subset(table, chosen[jax.process_index():: jax.process_count()]))
     if len(docs) == 0:
         raise ValueError(f"source lang={spec.lang!r} path={spec.path!r} has no usable document for process "
-                         f"{jax.process_index()} ({issues.total()} bad records skipped so far)")
+                         f"{jax.process_index()} ({issues.total()} bad records skipped so far"
+                         + (f": {issues.reasons()})" if issues.total() else ")"))
     examples = docs.shuffle(seed=_source_seed(seed, index, 2)).repeat().map(builder)
     read = grain.ReadOptions(num_threads=data_cfg.read_threads, prefetch_buffer_size=data_cfg.read_buffer)
     stream = grain.experimental.FlatMapIterDataset(examples.to_iter_dataset(read), _Flatten())
@@ -257,12 +258,13 @@ def make_eval_batches(data_cfg, *, tokenizer: Tokenizer | None = None, batch_siz
         counts[spec.lang][1] += sum(document_characters(doc) for doc in docs)
         examples.setdefault(spec.lang, []).extend(chunk for doc in docs for chunk in builder(doc))
     issues.warn()
-    return {lang: _eval_set(lang, chunks, counts[lang], data_cfg, batch_size) for lang, chunks in examples.items()}
+    return {lang: _eval_set(lang, chunks, counts[lang], data_cfg, batch_size, issues) for lang, chunks in examples.items()}
 
 
-def _eval_set(lang, chunks, counts, data_cfg, batch_size) -> EvalSet:
+def _eval_set(lang, chunks, counts, data_cfg, batch_size, issues) -> EvalSet:
     if not chunks:
-        raise ValueError(f"data.heldout: no usable document for lang={lang!r} (see the bad-input warning)")
+        why = f": {issues.reasons()}" if issues.total() else ""
+        raise ValueError(f"data.heldout: no usable document for lang={lang!r}{why}")
     rows = list(packing.PackIterDataset(
         grain.MapDataset.source(chunks).to_iter_dataset(), data_cfg.seq_len, data_cfg.packing,
         num_bins=data_cfg.packing_bins, shuffle_rows=False,

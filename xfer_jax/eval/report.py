@@ -8,6 +8,8 @@ import html
 import json
 import pathlib
 
+from xfer_jax import paths
+
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
 
 
@@ -52,23 +54,16 @@ def bar_chart(title: str, categories: list[str], series: dict[str, list[float]],
     return "\n".join(parts + ["</svg>"]) + "\n"
 
 
-def write_jsonl(path: pathlib.Path, records: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
 def write(out_dir, kind: str, result: dict, markdown: str, charts: dict[str, str] | None = None,
           items: dict[str, list[dict]] | None = None) -> pathlib.Path:
     """Write report.json, report.md, charts ({file name: svg}) and item files ({file name: records})."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps({"kind": kind, **result}, indent=1, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
+    paths.write_text(out / "report.json", json.dumps({"kind": kind, **result}, indent=1, ensure_ascii=False) + "\n")
     for name, svg in (charts or {}).items():
-        (out / name).write_text(svg, encoding="utf-8")
+        paths.write_text(out / name, svg)
         markdown += f"\n\n![{name}]({name})"
-    (out / "report.md").write_text(markdown + "\n", encoding="utf-8")
+    paths.write_text(out / "report.md", markdown + "\n")
     for name, records in (items or {}).items():
-        write_jsonl(out / name, records)
+        paths.write_jsonl(out / name, records)
     return out

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from absl import flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
+from xfer_jax import config_files
 from xfer_jax.data.fetch import CorpusError, FetchError, default_cache_root
 from xfer_jax.study.runner import SettingsChanged
 
@@ -26,21 +26,23 @@ def parse(argv: list[str], prog: str, default_config: str, usage: str,
           extra: Callable[[flags.FlagValues], None] | None = None):
     """The parsed flags (`.config`, `.out`, `.cache`, `.fresh` and the extras), or None after printing the
     usage (-h) or why the flags are wrong."""
-    values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", default_config, "experiment config file", flag_values=values,
-                                    lock_config=True)
-    flags.DEFINE_string("out", None, "run directory (default: the config's out_dir)", flag_values=values)
-    flags.DEFINE_string("cache", None, "data cache folder (default: $XFER_CACHE, else ./.cache)", flag_values=values)
-    flags.DEFINE_boolean("fresh", False, "delete the run directory first and start over", flag_values=values)
-    if extra:
-        extra(values)
+    def define(values):
+        flags.DEFINE_string("out", None, "run directory (default: the config's out_dir)", flag_values=values)
+        flags.DEFINE_string("cache", None, "data cache folder (default: $XFER_CACHE, else ./.cache)", flag_values=values)
+        flags.DEFINE_boolean("fresh", False, "delete the run directory first and start over", flag_values=values)
+        if extra:
+            extra(values)
+
     if any(a in ("-h", "--help") for a in argv):
+        values = flags.FlagValues()
+        define(values)
         print(usage + "\nflags:")
+        print(f"  --config: experiment config file (default {default_config})")
         print("\n".join(f"  --{name}: {values[name].help}" for name in values))
         return None
     try:
-        values([prog, *argv])
-    except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+        values = config_files.parse_flags(prog, argv, default=default_config, define=define)
+    except ValueError as e:
         print(f"{prog}: config error: {e}", file=sys.stderr)
         return None
     values.cache = values.cache or str(default_cache_root())

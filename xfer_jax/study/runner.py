@@ -14,6 +14,8 @@ import shutil
 import time
 from collections.abc import Callable
 
+from xfer_jax import paths
+
 RUN_FILE = "run.json"
 DONE_FILE = "done.json"
 TIMES_FILE = "timings.json"
@@ -84,9 +86,7 @@ class RunDir:
         t0 = time.perf_counter()
         folder.mkdir(parents=True, exist_ok=True)
         result = fn(folder, *args, **kwargs)
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(marker)
+        paths.write_text(marker, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
         seconds = time.perf_counter() - t0
         self.timings = {**self.timings, name: seconds}
         self.say(f"{name}: finished in {seconds:.1f} s")

@@ -1,20 +1,15 @@
 """`xfer train --config configs/<stage>.py[:arg] [--config.key=value ...]`."""
 import sys
 
-from absl import flags
-from ml_collections import config_flags
-
+from xfer_jax import config_files
 from xfer_jax.cli import run_verb
 from xfer_jax.parallel.launch import maybe_initialize_distributed
 
 
 def main(argv: list[str]) -> int:
-    flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "stage config file (configs/*.py)", flag_values=flag_values,
-                                    lock_config=True)
     try:
-        flag_values(["xfer train", *argv])
-    except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+        flag_values = config_files.parse_flags("xfer train", argv)
+    except ValueError as e:
         print(f"xfer train: config error: {e}", file=sys.stderr)
         return 2
     if flag_values.config is None:

@@ -10,8 +10,6 @@ finish the current step, save, and exit with 128+signal so a scheduler can reque
 """
 import json
 import math
-import pathlib
-import shutil
 import signal
 import time
 
@@ -21,7 +19,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from tqdm import tqdm
 
-from xfer_jax import checkpoint
+from xfer_jax import checkpoint, paths
 from xfer_jax.data import pipeline
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.model import params as model_params
@@ -33,7 +31,7 @@ from xfer_jax.parallel.sharding import init_sharded, param_shardings
 from xfer_jax.train import metrics as metrics_lib
 from xfer_jax.train import lora_setup, optim, state as state_lib, step as step_lib
 
-RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention", "scan_layers")
+RUN_FIELDS = checkpoint.RUN_FIELDS  # model.* keys that say how to run the model, not what it is
 
 
 class Interrupted(Exception):
@@ -60,6 +58,17 @@ def model_config(config, tokenizer: Tokenizer) -> LlamaConfig:
     return cfg
 
 
+def check_paths(config) -> None:
+    """Every path the run reads or writes is one this project can use (no gs:// yet), named by its key."""
+    paths.local_path(config.train.out_dir, "train.out_dir")
+    paths.local_path(config.data.tokenizer, "data.tokenizer")
+    if config.init_from:
+        paths.local_path(config.init_from, "init_from")
+    for group in ("sources", "heldout"):
+        for i, entry in enumerate(config.data.get(group) or []):
+            paths.local_path(entry["path"], f"data.{group}[{i}].path")
+
+
 def check_config(config, mesh: jax.sharding.Mesh, cfg: LlamaConfig) -> None:
     """Errors a user can fix, raised before anything compiles."""
     dp = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -81,7 +90,8 @@ class Trainer:
 
     def __init__(self, config):
         self.config = config
-        self.out = pathlib.Path(config.train.out_dir).resolve()
+        check_paths(config)
+        self.out = paths.local_path(config.train.out_dir, "train.out_dir")
         self.rules = tuple(tuple(r) for r in config.rules)
         self.mesh = mesh_lib.make_mesh(dict(config.mesh))
         self.tokenizer = Tokenizer.load(config.data.tokenizer)
@@ -101,19 +111,28 @@ class Trainer:
         batch_spec = rules_lib.spec_for(("batch", "seq"), (config.data.batch_size, config.data.seq_len),
                                         dict(self.mesh.shape), self.rules)
         self.batch_sharding = NamedSharding(self.mesh, batch_spec)
+        # Everything above only reads; this decides whether the run directory belongs to this config. Only
+        # after it passes does anything under out_dir change.
+        self.resume_step = checkpoint.check_resume(
+            self.out / "ckpt", self.cfg, tokenizer=config.data.tokenizer, languages=self.languages,
+            trainable=lora_setup.trainable_paths(self.mask),
+            fix=f"or start a new run with another --config.train.out_dir (not {self.out})")
+        self.tokenizer_sha256 = checkpoint.file_sha256(config.data.tokenizer)
+        self._tokenizer_unsaved = self.resume_step is None or checkpoint.tokenizer_path(self.out / "ckpt") is None
         self.data = pipeline.make_train_iterator(config.data, sharding=self.batch_sharding, tokenizer=self.tokenizer)
-        self.manager = checkpoint.manager(self.out / "ckpt", max_to_keep=config.train.keep,
-                                          async_save=config.train.async_save)
-        if jax.process_index() == 0:  # the checkpoint carries its vocabulary, so exports get tokenizer files
-            shutil.copyfile(config.data.tokenizer, self.out / "ckpt" / checkpoint.TOKENIZER_FILE)
-        self.writer = metrics_lib.MetricWriter(self.out)
+        try:
+            self.manager = checkpoint.manager(self.out / "ckpt", max_to_keep=config.train.keep,
+                                              async_save=config.train.async_save)
+            self.writer = metrics_lib.MetricWriter(self.out, resume_step=self.resume_step or 0)
+        except BaseException:
+            self.data.close()
+            raise
         self._signal = None
 
     # ---- state ----
     def initial_state(self) -> dict:
-        latest = self.manager.latest_step()
-        if latest is not None:
-            return self.restore(latest)
+        if self.resume_step is not None:
+            return self.restore(self.resume_step)
         run = {f: getattr(self.cfg, f) for f in RUN_FIELDS}
         with jax.set_mesh(self.mesh), rules_lib.use_rules(self.rules):
             if self.config.init_from:
@@ -140,8 +159,14 @@ class Trainer:
                 "skipped": put(meta["skipped"])}
 
     def save(self, state: dict, step: int, force: bool = False) -> None:
+        if self._tokenizer_unsaved and jax.process_index() == 0:
+            # The checkpoint carries its vocabulary (exports get tokenizer files): written once, with the first
+            # step of a run (a resume has checked that data.tokenizer equals it).
+            paths.copy_file(self.config.data.tokenizer, self.out / "ckpt" / checkpoint.TOKENIZER_FILE)
+        self._tokenizer_unsaved = False
         meta = checkpoint.meta_dict(self.cfg, step, skipped=int(state["skipped"]), languages=self.languages,
                                     trainable=lora_setup.trainable_paths(self.mask),
+                                    tokenizer_sha256=self.tokenizer_sha256,
                                     config=json.loads(self.config.to_json_best_effort()))
         self.manager.save(step, force=force, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state["params"]),
@@ -168,8 +193,20 @@ class Trainer:
         self._signal = signum
 
     def run(self) -> dict:
+        try:
+            state = self.initial_state()
+        except BaseException:
+            self.close()
+            raise
+        return self._train(state)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.manager.close()
+        self.data.close()
+
+    def _train(self, state) -> dict:
         config, total = self.config, self.config.train.steps
-        state = self.initial_state()
         start_step = int(state["step"])
         step_kwargs = dict(cfg=self.cfg, tx=self.tx, schedule=self.schedule, mask=self.mask,
                            accum=config.train.grad_accum, z_loss=config.train.z_loss, num_langs=len(self.languages),
@@ -215,9 +252,7 @@ class Trainer:
             bar.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
-            self.writer.close()
-            self.manager.close()
-            self.data.close()
+            self.close()
         return {"step": total, "skipped": int(state["skipped"]), **last}
 
     def _record(self, step, m, seconds, tokens, skipped, compiling) -> dict:

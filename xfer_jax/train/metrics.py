@@ -10,6 +10,7 @@ import resource
 
 import jax
 
+from xfer_jax import paths
 from xfer_jax.model.config import LlamaConfig
 
 # Peak dense bf16 FLOP/s per chip, by a substring of jax's device_kind.
@@ -46,17 +47,29 @@ def memory_gb() -> dict:
 
 
 class MetricWriter:
-    """Appends one JSON object per record to metrics.jsonl and mirrors scalars to TensorBoard (process 0)."""
+    """Appends one JSON object per record to metrics.jsonl and mirrors scalars to TensorBoard (process 0).
 
-    def __init__(self, out_dir: pathlib.Path):
+    A run resumed from step `resume_step` first forgets what was logged after it (steps that ran but whose
+    checkpoint was lost, e.g. to a kill during an async save): the JSONL keeps only records up to that step
+    (rewritten atomically) and TensorBoard purges later events, so the logs of an interrupted-and-resumed run
+    equal an uninterrupted run's, step for step."""
+
+    def __init__(self, out_dir: pathlib.Path, resume_step: int = 0):
         self.enabled = jax.process_index() == 0
         if not self.enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
+        path = out_dir / "metrics.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                    if _logged_step(line) <= resume_step]
+            paths.write_text(path, "".join(kept))
+        self._jsonl = open(path, "a", encoding="utf-8")
         from tensorboardX import SummaryWriter
 
-        self._tb = SummaryWriter(str(out_dir / "tensorboard"))
+        tb_dir = out_dir / "tensorboard"
+        purge = resume_step + 1 if tb_dir.exists() else None  # TensorBoard hides events at steps >= purge
+        self._tb = SummaryWriter(str(tb_dir), purge_step=purge)
 
     def write(self, step: int, record: dict) -> None:
         if not self.enabled:
@@ -71,6 +84,14 @@ class MetricWriter:
         if self.enabled:
             self._jsonl.close()
             self._tb.close()
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics.jsonl line; a torn last line (a crash mid-write) counts as after every step."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")
 
 
 def format_line(step: int, total: int, r: dict) -> str:
