@@ -16,8 +16,9 @@ from xfer_jax import cli, forward
 from xfer_jax.convert import hf
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.eval import prompts, sampling
-from xfer_jax.eval.generate import Generator
+from xfer_jax.eval.generate import Generator, stop_ids
 from xfer_jax.eval.sampling import Sampling
+from xfer_jax.model.config import LlamaConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,13 +33,15 @@ def hf_pair(tmp_path_factory):
 
 
 def hf_greedy(model, prompts_, new_tokens, eos):
-    """transformers' batched greedy generate with left padding; each row's new tokens up to its EOS."""
+    """transformers' batched greedy generate with left padding; each row's new tokens up to its first EOS
+    (`eos` one id or a list)."""
     width = max(map(len, prompts_))
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts_])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts_])
     out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens, eos_token_id=eos,
                          pad_token_id=0)[:, width:].tolist()
-    return [row[: row.index(eos)] if eos in row else row for row in out]
+    eos = [eos] if isinstance(eos, int) else eos
+    return [row[: min((row.index(e) for e in eos if e in row), default=len(row))] for row in out]
 
 
 @pytest.mark.parametrize("decode_attention,fuse", [("xla", True), ("pallas", True), ("pallas", False)])
@@ -61,6 +64,20 @@ def test_greedy_equals_transformers_generate(hf_pair, decode_attention, fuse):  
         batch, Sampling(max_new_tokens=32))[0]
     assert [r.tokens for r in ours] == hf_greedy(model, batch, 32, eos=eos)
     assert ours[0].finish_reason == "eos" and len(ours[0].tokens) == ref[0].index(eos)
+
+
+def test_rows_stop_on_any_of_several_eos_ids(hf_pair):
+    """Llama-3-Instruct ends a turn on one of several ids: a row ends at the first of any, as in transformers."""
+    model, loaded = hf_pair
+    rng = np.random.RandomState(0)
+    batch = [[int(t) for t in rng.randint(3, 320, size=n)] for n in (5, 11, 8)]  # shapes as above: code reused
+    free = [r.tokens for r in Generator(loaded, eos_id=2, batch_size=4).run(batch, Sampling(max_new_tokens=32))[0]]
+    assert all(len(row) == 32 for row in free)  # id 2 never comes: only the second id can end a row
+    second = free[1][6]
+    ours = Generator(loaded, eos_id=[2, second], batch_size=4).run(batch, Sampling(max_new_tokens=32))[0]
+    assert ours[1].finish_reason == "eos" and ours[1].tokens == free[1][: free[1].index(second)]
+    assert [r.tokens for r in ours] == hf_greedy(model, batch, 32, eos=[2, second])
+    assert stop_ids(7, LlamaConfig(eos_token_id=[2, 5])) == (2, 5, 7) and stop_ids(2, LlamaConfig()) == (2,)
 
 
 def test_sampling_filters_equal_transformers_processors():

@@ -150,7 +150,7 @@ def run_choice(args) -> int:
 
 def run_generate(args) -> int:
     from xfer_jax.eval import prompts
-    from xfer_jax.eval.generate import Generator
+    from xfer_jax.eval.generate import Generator, stop_ids
     from xfer_jax.eval.sampling import Sampling
 
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -158,8 +158,8 @@ def run_generate(args) -> int:
                         seed=args.seed)
     prompts.template(args.template)  # a bad name fails before the model loads
     model, tokenizer = load_model(args, args.ckpt, args.tokenizer)
-    generator = Generator(model, eos_id=tokenizer.eos_id, batch_size=args.batch_size, vocab_size=tokenizer.vocab_size,
-                          release_model=True, decode_attention=args.decode_attention)
+    generator = Generator(model, eos_id=stop_ids(tokenizer.eos_id, model.cfg), batch_size=args.batch_size,
+                          vocab_size=tokenizer.vocab_size, release_model=True, decode_attention=args.decode_attention)
     records, stats = prompts.generate_file(generator, tokenizer, args.prompts, sampling, args.template, args.system,
                                            progress=not args.no_progress)
     result = {"ckpt": args.ckpt, "prompts": args.prompts, "template": args.template,

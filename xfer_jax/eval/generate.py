@@ -7,12 +7,14 @@ feeds one token per row and picks the next. Both are jitted with fixed shapes â€
 prompt of the whole request, the batch is always `batch_size` rows (unused rows are inert) â€” so a prompt
 file compiles them once. The step donates its state, so the cache's buffers are reused from step to step.
 
-The host looks at the output only every `check_every` steps (end-of-sequence everywhere, or a stop string
+A row ends at the first of any of its end-of-sequence ids (Llama-3-Instruct has several: `stop_ids`), tested
+on the device. The host looks at the output only every `check_every` steps (every row ended, or a stop string
 decided by the caller's `stop_fn`), so dispatch stays ahead of the device between looks.
 """
 import dataclasses
 import functools
 import time
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +57,17 @@ def fetch(x) -> np.ndarray:
     return np.asarray(x) if x.is_fully_addressable else np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def stop_ids(tokenizer_eos: int, cfg) -> tuple[int, ...]:
+    """The ids a reply ends on: the tokenizer's end-of-sequence and every one the model config names
+    (`LlamaConfig.eos_token_ids`, e.g. Llama-3-Instruct's end of turn)."""
+    return tuple(sorted({tokenizer_eos, *cfg.eos_token_ids}))
+
+
+def _ends(token, eos):
+    """Per row: is `token` [B] one of the end-of-sequence ids `eos` [K]?"""
+    return (token[:, None] == eos[None, :]).any(axis=-1)
+
+
 def _choose(logits, seen, key, knobs, vocab_size: int, greedy: bool):
     logits = jnp.where(jnp.arange(logits.shape[-1]) < vocab_size, logits, -jnp.inf)
     return choose(logits, seen, key, knobs, greedy)
@@ -73,7 +86,7 @@ def _prefill(params, layers, tokens, valid, active, knobs, key, *, cfg, vocab_si
     key, sub = jax.random.split(key)
     token = _choose(logits[:, -1], seen, sub, knobs, vocab_size, greedy)
     return {"cache": cache, "token": token, "pos": positions[:, -1] + 1, "seen": seen.at[rows[:, 0], token].set(True),
-            "done": ~active | (token == knobs["eos"]), "t": jnp.int32(1), "key": key,
+            "done": ~active | _ends(token, knobs["eos"]), "t": jnp.int32(1), "key": key,
             "out": jnp.zeros((batch, max_new), jnp.int32).at[:, 0].set(token)}
 
 
@@ -85,15 +98,15 @@ def _step(params, layers, state, knobs, *, cfg, vocab_size, greedy):
     token = jnp.where(state["done"], 0, _choose(logits[:, 0], state["seen"], sub, knobs, vocab_size, greedy))
     rows = jnp.arange(token.shape[0])
     return {"cache": cache, "token": token, "pos": state["pos"] + 1, "seen": state["seen"].at[rows, token].set(True),
-            "done": state["done"] | (token == knobs["eos"]),
+            "done": state["done"] | _ends(token, knobs["eos"]),
             "out": jax.lax.dynamic_update_slice(state["out"], token[:, None], (0, state["t"])),
             "t": state["t"] + 1, "key": key}
 
 
 @functools.lru_cache(maxsize=16)
-def _knobs(sampling: Sampling, eos_id: int) -> dict:
-    """The traced settings as device scalars, made once per setting rather than at every generated token."""
-    return {**sampling.knobs(), "eos": jnp.int32(eos_id)}
+def _knobs(sampling: Sampling, eos_ids: tuple[int, ...]) -> dict:
+    """The traced settings as device arrays, made once per setting rather than at every generated token."""
+    return {**sampling.knobs(), "eos": jnp.asarray(eos_ids, jnp.int32)}
 
 
 class Generator:
@@ -105,11 +118,13 @@ class Generator:
     generate through this Generator.
 
     `decode_attention` picks how a new token attends to the cache (LlamaConfig.decode_attention); "auto" takes the
-    one-kernel Pallas version on a single GPU and XLA's otherwise (a kernel call would be replicated on a mesh)."""
+    one-kernel Pallas version on a single GPU and XLA's otherwise (a kernel call would be replicated on a mesh).
 
-    def __init__(self, model: forward.LoadedModel, *, eos_id: int, batch_size: int = 8, vocab_size: int | None = None,
-                 check_every: int = 8, cache_dtype: str | None = None, release_model: bool = False,
-                 decode_attention: str = "auto"):
+    `eos_id` is one end-of-sequence id or several (`stop_ids`); a row ends at the first of any of them."""
+
+    def __init__(self, model: forward.LoadedModel, *, eos_id: int | Iterable[int], batch_size: int = 8,
+                 vocab_size: int | None = None, check_every: int = 8, cache_dtype: str | None = None,
+                 release_model: bool = False, decode_attention: str = "auto"):
         if decode_attention == "auto":
             one_device = model.mesh is None or model.mesh.size == 1
             decode_attention = "pallas" if one_device and jax.default_backend() == "gpu" else "xla"
@@ -120,7 +135,10 @@ class Generator:
         if release_model:
             for array in jax.tree.leaves(model.params["layers"]):
                 array.delete()  # any later use of the model fails with JAX's "Array has been deleted"
-        self.eos_id, self.batch_size, self.check_every = eos_id, batch_size, check_every
+        self.eos_ids = tuple(sorted({int(i) for i in ([eos_id] if np.ndim(eos_id) == 0 else eos_id)}))
+        if not self.eos_ids:
+            raise ValueError("Generator needs at least one end-of-sequence id")
+        self.batch_size, self.check_every = batch_size, check_every
         self.vocab_size = vocab_size or model.cfg.vocab_size
         self.cache_dtype = cache_dtype
         self._compiled: set[tuple[int, int, bool]] = set()
@@ -131,7 +149,7 @@ class Generator:
         return bucket(sampling.max_new_tokens, 16)
 
     def _knobs(self, sampling: Sampling) -> dict:
-        return _knobs(sampling, self.eos_id)
+        return _knobs(sampling, self.eos_ids)
 
     def prefill(self, prompts: list[list[int]], length: int, sampling: Sampling, key) -> dict:
         """Left-pad up to `batch_size` prompts to `length` and run them; returns the decoding state."""
@@ -208,7 +226,7 @@ class Generator:
             state = self.step(state, sampling)
 
     def _until_eos(self, row: np.ndarray) -> list[int]:
-        ends = np.flatnonzero(row == self.eos_id)
+        ends = np.flatnonzero(np.isin(row, self.eos_ids))
         return row[: ends[0] if len(ends) else len(row)].tolist()
 
     def _result(self, row: np.ndarray, stop_fn, prompt_tokens: int) -> Result:

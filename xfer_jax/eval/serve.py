@@ -19,7 +19,7 @@ import uuid
 from xfer_jax.cli import run_verb
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.eval import cli as eval_cli, prompts
-from xfer_jax.eval.generate import Generator
+from xfer_jax.eval.generate import Generator, stop_ids
 from xfer_jax.eval.sampling import Sampling
 
 
@@ -36,8 +36,8 @@ class ChatModel:
         self.chat = prompts.template(template)
         if self.chat is None:
             raise ValueError("xfer serve needs a chat template (alpaca, llama2_chat or plain), not 'none'")
-        self.generator = Generator(model, eos_id=tokenizer.eos_id, batch_size=1, vocab_size=tokenizer.vocab_size,
-                                   release_model=True)
+        self.generator = Generator(model, eos_id=stop_ids(tokenizer.eos_id, model.cfg), batch_size=1,
+                                   vocab_size=tokenizer.vocab_size, release_model=True)
         self._lock = threading.Lock()
 
     def sampling(self, body: dict) -> Sampling:

@@ -28,7 +28,7 @@ class LlamaConfig:
     tie_word_embeddings: bool = False
     initializer_range: float = 0.02
     bos_token_id: int = 1
-    eos_token_id: int = 2
+    eos_token_id: int | tuple[int, ...] = 2  # HF allows a list (Llama-3-Instruct ends turns on several); kept as given
     pad_token_id: int | None = None
     # How to run it.
     dtype: str = "float32"  # compute dtype
@@ -56,6 +56,10 @@ class LlamaConfig:
         if self.decode_attention not in DECODE_ATTENTION_IMPLS:
             raise ValueError(f"decode_attention={self.decode_attention!r}; choose one of {DECODE_ATTENTION_IMPLS}")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # lists from JSON stay hashable
+        if not isinstance(self.eos_token_id, int):
+            object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+            if not self.eos_token_id or not all(isinstance(i, int) for i in self.eos_token_id):
+                raise ValueError(f"eos_token_id={list(self.eos_token_id)}: expected an id or a non-empty list of ids")
         unknown = set(self.lora_targets) - set(LORA_TARGETS)
         if unknown:
             raise ValueError(f"lora_targets {sorted(unknown)} are not projections; choose from {LORA_TARGETS}")
@@ -65,6 +69,11 @@ class LlamaConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """Every end-of-sequence id: generation stops on any of them."""
+        return (self.eos_token_id,) if isinstance(self.eos_token_id, int) else self.eos_token_id
 
     def replace(self, **changes: Any) -> "LlamaConfig":
         return dataclasses.replace(self, **changes)
@@ -97,62 +106,43 @@ class LlamaConfig:
             n_matmul += self.vocab_size * self.hidden_size  # the tied matrix still does the output matmul
         return 6 * n_matmul + 12 * self.num_layers * self.hidden_size * seq_len
 
-    # ---- Hugging Face config.json ----
-    _HF_KEYS = {
-        "vocab_size": "vocab_size",
-        "hidden_size": "hidden_size",
-        "intermediate_size": "intermediate_size",
-        "num_layers": "num_hidden_layers",
-        "num_heads": "num_attention_heads",
-        "num_kv_heads": "num_key_value_heads",
-        "max_position_embeddings": "max_position_embeddings",
-        "rms_norm_eps": "rms_norm_eps",
-        "rope_theta": "rope_theta",
-        "tie_word_embeddings": "tie_word_embeddings",
-        "initializer_range": "initializer_range",
-        "bos_token_id": "bos_token_id",
-        "eos_token_id": "eos_token_id",
-        "pad_token_id": "pad_token_id",
-    }
-
+    # ---- Hugging Face config.json (the key tables are below the class) ----
     @classmethod
     def from_hf(cls, hf: dict[str, Any], source: str = "config.json", **run: Any) -> "LlamaConfig":
-        """Shape from an HF config dict; rejects what this model cannot represent, naming the key."""
+        """Shape from an HF config dict. Every key is honoured, checked to be at its neutral value, known to be
+        harmless, or refused by name (HF_FIELDS, HF_NEUTRAL, HF_HARMLESS): a key left unread is a computation
+        silently not done."""
         arch = hf.get("architectures") or ["LlamaForCausalLM"]
         if hf.get("model_type", "llama") != "llama" or arch[0] != "LlamaForCausalLM":
             raise ValueError(
                 f"{source}: model_type={hf.get('model_type')!r}, architectures={arch}: only LLaMA "
                 f"(model_type 'llama', LlamaForCausalLM) is supported"
             )
-        for key, ok in (("hidden_act", "silu"),):
-            if hf.get(key, ok) != ok:
-                raise ValueError(f"{source}: {key}={hf[key]!r} is not supported (expected {ok!r})")
-        rope_scaling = hf.get("rope_scaling")
-        if rope_scaling and rope_scaling.get("rope_type", rope_scaling.get("type")) not in (None, "default"):
-            raise ValueError(f"{source}: rope_scaling={rope_scaling} is not supported; only plain RoPE")
-        if hf.get("attention_bias") or hf.get("mlp_bias"):
-            raise ValueError(f"{source}: attention_bias/mlp_bias are not supported by LLaMA-1/2")
-        if "rope_theta" not in hf and isinstance(hf.get("rope_parameters"), dict):
-            hf = {**hf, "rope_theta": hf["rope_parameters"].get("rope_theta", 10000.0)}
-        kw = {}
-        for ours, theirs in cls._HF_KEYS.items():
-            if theirs in hf and hf[theirs] is not None:
-                kw[ours] = hf[theirs]
-        if "num_kv_heads" not in kw and "num_heads" in kw:
-            kw["num_kv_heads"] = kw["num_heads"]
-        for key in ("bos_token_id", "eos_token_id"):
-            if isinstance(kw.get(key), list):
-                kw[key] = kw[key][0]
-        head_dim = hf.get("head_dim")
-        if head_dim is not None and head_dim * hf["num_attention_heads"] != hf["hidden_size"]:
+        unknown = sorted(set(hf) - set(HF_FIELDS) - set(HF_ROPE_KEYS) - set(HF_NEUTRAL) - set(HF_HARMLESS))
+        if unknown:
             raise ValueError(
-                f"{source}: head_dim={head_dim} × num_attention_heads={hf['num_attention_heads']} != "
-                f"hidden_size={hf['hidden_size']}; LLaMA-1/2 need head_dim = hidden_size / num_attention_heads"
+                f"{source}: key(s) {', '.join(unknown)} not understood: the model may compute differently from "
+                f"a plain LLaMA; delete them if they change nothing (model/config.py lists every key read)"
             )
-        return cls(**kw, **run)
+        kw = {ours: hf[theirs] for theirs, ours in HF_FIELDS.items() if hf.get(theirs) is not None}
+        kw.setdefault("num_kv_heads", kw.get("num_heads", cls.num_kv_heads))
+        for key in ("bos_token_id", "pad_token_id"):  # transformers takes one id here, not a list
+            if not isinstance(kw.get(key, 0), int):
+                raise ValueError(f"{source}: {key}={kw[key]!r} is not one token id (transformers takes an int)")
+        eos = kw.get("eos_token_id", 0)
+        if not (isinstance(eos, int) or isinstance(eos, list) and eos and all(isinstance(i, int) for i in eos)):
+            raise ValueError(f"{source}: eos_token_id={eos!r} is neither a token id nor a non-empty list of them")
+        shape = {**{f.name: f.default for f in dataclasses.fields(cls)}, **kw}
+        for key, (neutral, fix) in HF_NEUTRAL.items():
+            if key in hf and not neutral(hf[key], shape):
+                raise ValueError(f"{source}: {key}={hf[key]!r} is not supported: {fix}")
+        return cls(**kw, rope_theta=_hf_rope_theta(hf, source), **run)
 
     def to_hf(self) -> dict[str, Any]:
-        hf = {theirs: getattr(self, ours) for ours, theirs in self._HF_KEYS.items()}
+        """config.json for transformers 4 and 5 alike (both read a top-level rope_theta); ids as given."""
+        hf = {theirs: getattr(self, ours) for theirs, ours in HF_FIELDS.items()}
+        if not isinstance(self.eos_token_id, int):
+            hf["eos_token_id"] = list(self.eos_token_id)
         hf.update(
             architectures=["LlamaForCausalLM"],
             model_type="llama",
@@ -162,8 +152,117 @@ class LlamaConfig:
             attention_dropout=0.0,
             head_dim=self.head_dim,
             pretraining_tp=1,
+            rope_theta=self.rope_theta,
             rope_scaling=None,
             use_cache=True,
             torch_dtype="float32" if self.param_dtype == "float32" else "bfloat16",
         )
         return hf
+
+
+# ---- What every key of an HF LLaMA config.json means here ----
+# A Llama-3 checkpoint once imported with plain RoPE, without a word, because one key was never looked at. So
+# each key that a LLaMA config.json is known to hold (transformers 4 and 5 LlamaConfig and PretrainedConfig,
+# and the Llama-1/2/3, TinyLlama, Vicuna, Code Llama configs on the Hub) sits in exactly one table below, and
+# `from_hf` refuses any other key by name: an unknown key may mean the weights expect a computation this model
+# does not do. That is strict on purpose; a key that changes nothing can be deleted by the user, or added here.
+
+HF_FIELDS = {  # honoured: HF key -> LlamaConfig field
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "intermediate_size": "intermediate_size",
+    "num_hidden_layers": "num_layers",
+    "num_attention_heads": "num_heads",
+    "num_key_value_heads": "num_kv_heads",
+    "max_position_embeddings": "max_position_embeddings",
+    "rms_norm_eps": "rms_norm_eps",
+    "tie_word_embeddings": "tie_word_embeddings",
+    "initializer_range": "initializer_range",
+    "bos_token_id": "bos_token_id",
+    "eos_token_id": "eos_token_id",  # an int or a list, kept as given
+    "pad_token_id": "pad_token_id",
+}
+
+# Honoured in both spellings (`_hf_rope_theta`): transformers < 5 writes rope_theta (+ rope_scaling for scaled
+# RoPE); transformers 5 writes one rope_parameters dict with rope_type and rope_theta inside (and reads a
+# rope_scaling dict as the same thing).
+HF_ROPE_KEYS = ("rope_theta", "rope_scaling", "rope_parameters")
+
+HF_NEUTRAL = {  # change the computation unless neutral: key -> (is_neutral(value, our shape fields), the fix)
+    "hidden_act": (lambda v, s: v in ("silu", "swish"), "the MLP here is SwiGLU; expected 'silu'"),
+    "attention_bias": (lambda v, s: not v, "q/k/v/o here have no bias; expected false"),
+    "mlp_bias": (lambda v, s: not v, "gate/up/down here have no bias; expected false"),
+    "head_dim": (lambda v, s: v is None or v * s["num_heads"] == s["hidden_size"],
+                 "LLaMA-1/2 need head_dim = hidden_size / num_attention_heads"),
+    "attention_dropout": (lambda v, s: not v, "training here has no attention dropout; expected 0.0"),
+    "partial_rotary_factor": (lambda v, s: v in (None, 1, 1.0), "RoPE here turns the whole head; expected 1.0"),
+    "sliding_window": (lambda v, s: v is None or v >= s["max_position_embeddings"],
+                       "attention here is fully causal; expected null (no sliding window)"),
+    "use_sliding_window": (lambda v, s: not v, "attention here is fully causal; expected false"),
+    "is_encoder_decoder": (lambda v, s: not v, "this is a decoder-only LLaMA; expected false"),
+    "add_cross_attention": (lambda v, s: not v, "this is a decoder-only LLaMA; expected false"),
+    "pruned_heads": (lambda v, s: not v, "some attention heads were pruned; expected {}"),
+    "quantization_config": (lambda v, s: v is None, "the weights are quantized; dequantize and save again"),
+    "auto_map": (lambda v, s: not any(str(k).startswith("AutoModel") for k in (v or {})),
+                 "it names custom modeling code (trust_remote_code), which may compute anything"),
+}
+
+_GENERATION_DEFAULTS = (  # transformers < 5 kept these in config.json; 5 drops them. Our generation has its own.
+    "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty",
+    "temperature", "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
+    "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "epsilon_cutoff", "eta_cutoff",
+    "encoder_repetition_penalty", "num_assistant_tokens", "num_assistant_tokens_schedule",
+    "assistant_confidence_threshold", "assistant_lookbehind", "target_lookbehind",
+)
+HF_HARMLESS = {  # the logits and the training step do not depend on these: key -> why
+    "model_type": "checked: must be 'llama'",
+    "architectures": "checked: must be LlamaForCausalLM",
+    "_name_or_path": "provenance", "_commit_hash": "provenance", "transformers_version": "provenance",
+    "unsloth_version": "provenance", "unsloth_fixed": "provenance",
+    "torch_dtype": "storage dtype: the import keeps the tensors' own dtype (or --param_dtype)",
+    "dtype": "storage dtype (transformers 5 spelling of torch_dtype)", "use_bfloat16": "storage dtype",
+    "pretraining_tp": "transformers 4 slices some matmuls into this many parts and adds them up: the same "
+                      "product (transformers 5 ignores it)",
+    "use_cache": "decoding speed only", "chunk_size_feed_forward": "the MLP in chunks: the same result",
+    "attn_implementation": "kernel choice, same math", "_attn_implementation": "kernel choice, same math",
+    "_attn_implementation_autoset": "kernel choice, same math",
+    "output_attentions": "extra outputs only", "output_hidden_states": "extra outputs only",
+    "return_dict": "output container only", "torchscript": "export mode only", "tf_legacy_loss": "TensorFlow only",
+    "id2label": "classification heads only", "label2id": "classification heads only",
+    "num_labels": "classification heads only", "problem_type": "classification heads only",
+    "finetuning_task": "metadata", "task_specific_params": "pipeline defaults", "prefix": "pipeline defaults",
+    "tokenizer_class": "tokenizer files decide the tokenizer",
+    "is_decoder": "encoder-decoder models only", "tie_encoder_decoder": "encoder-decoder models only",
+    "cross_attention_hidden_size": "encoder-decoder models only",
+    "decoder_start_token_id": "encoder-decoder models only", "sep_token_id": "tokenizer metadata",
+    **{key: "a generation default, not the model's computation" for key in _GENERATION_DEFAULTS},
+}
+
+
+def _hf_rope_theta(hf: dict[str, Any], source: str) -> float:
+    """The RoPE base from either spelling. Scaled RoPE (llama3, linear, dynamic, yarn, ...) is refused by name
+    until it is supported, and a theta given twice must agree: transformers 4 reads the top-level one, 5 the one
+    inside the dict, so a disagreement means the two libraries compute different models."""
+    thetas = {"rope_theta": hf["rope_theta"]} if hf.get("rope_theta") is not None else {}
+    for key in ("rope_scaling", "rope_parameters"):
+        rope = hf.get(key)
+        if rope is None:
+            continue
+        if not isinstance(rope, dict):
+            raise ValueError(f"{source}: {key}={rope!r} is not understood; expected a dict of rope_type, rope_theta")
+        for name in ("rope_type", "type"):
+            if rope.get(name, "default") != "default":
+                raise ValueError(f"{source}: {key}.{name}={rope[name]!r} is not supported yet: only plain RoPE "
+                                 f"(rope_type 'default') is")
+        for name, value in rope.items():
+            if name not in ("rope_type", "type", "rope_theta") and not (name == "partial_rotary_factor" and value == 1):
+                raise ValueError(f"{source}: {key}.{name}={value!r} is not understood with plain RoPE: the model may "
+                                 f"compute differently; only rope_type and rope_theta are read")
+        if rope.get("rope_theta") is not None:
+            thetas[f"{key}.rope_theta"] = rope["rope_theta"]
+    if len({float(v) for v in thetas.values()}) > 1:
+        given = ", ".join(f"{k}={v}" for k, v in thetas.items())
+        raise ValueError(f"{source}: {given} disagree (transformers 4 reads rope_theta, 5 the dict's): make them equal")
+    return float(next(iter(thetas.values()), 10000.0))

@@ -11,7 +11,7 @@ import pathlib
 
 from xfer_jax.convert.hf import orbax_to_hf
 from xfer_jax.eval import models, prompts
-from xfer_jax.eval.generate import Generator
+from xfer_jax.eval.generate import Generator, stop_ids
 from xfer_jax.eval.sampling import Sampling
 
 
@@ -21,16 +21,19 @@ def export(out: pathlib.Path, *, ckpt) -> dict:
     return {"hf_dir": str(hf_dir), "files": sorted(p.name for p in pathlib.Path(hf_dir).iterdir())}
 
 
-def ours(ckpt, prompt: str, max_new_tokens: int) -> list[int]:
-    """xfer's greedy continuation of the raw prompt text (BOS + ids, as transformers' tokenizer adds BOS)."""
+def ours(ckpt, prompt: str, max_new_tokens: int) -> tuple[list[int], tuple[int, ...]]:
+    """xfer's greedy continuation of the raw prompt text (BOS + ids, as transformers' tokenizer adds BOS), and
+    the end-of-sequence ids it stopped on (the tokenizer's and the model config's)."""
     model, tokenizer = models.load(ckpt)
-    generator = Generator(model, eos_id=tokenizer.eos_id, batch_size=1, vocab_size=tokenizer.vocab_size)
+    eos_ids = stop_ids(tokenizer.eos_id, model.cfg)
+    generator = Generator(model, eos_id=eos_ids, batch_size=1, vocab_size=tokenizer.vocab_size)
     results, _ = generator.run([tokenizer.encode(prompt, bos=True)], Sampling(max_new_tokens=max_new_tokens))
-    return results[0].tokens
+    return results[0].tokens, eos_ids
 
 
-def theirs(hf_dir, prompt: str, max_new_tokens: int, eos_id: int) -> tuple[list[int], list[int], str]:
-    """(prompt ids, new ids up to EOS, decoded text) from transformers on the exported directory, greedy."""
+def theirs(hf_dir, prompt: str, max_new_tokens: int, eos_ids: tuple[int, ...]) -> tuple[list[int], list[int], str]:
+    """(prompt ids, new ids up to the first EOS, decoded text) from transformers on the exported directory,
+    greedy."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -39,9 +42,9 @@ def theirs(hf_dir, prompt: str, max_new_tokens: int, eos_id: int) -> tuple[list[
     ids = tokenizer(prompt)["input_ids"]
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=eos_id, pad_token_id=eos_id)
+                             eos_token_id=list(eos_ids), pad_token_id=eos_ids[0])
     new = out[0, len(ids):].tolist()
-    new = new[: new.index(eos_id)] if eos_id in new else new
+    new = new[: min((new.index(i) for i in eos_ids if i in new), default=len(new))]
     return ids, new, tokenizer.decode(new, skip_special_tokens=True)
 
 
@@ -50,8 +53,8 @@ def reload_and_generate(out: pathlib.Path, *, ckpt, hf_dir, instruction: str, te
     """Generate once in transformers from the export; say whether it matches xfer's tokens and ids."""
     tokenizer = models.tokenizer_for(ckpt)
     prompt = prompts.render({"instruction": instruction}, prompts.template(template))
-    hf_prompt, hf_new, text = theirs(hf_dir, prompt, max_new_tokens, tokenizer.eos_id)
-    xfer_new = ours(ckpt, prompt, max_new_tokens)
+    xfer_new, eos_ids = ours(ckpt, prompt, max_new_tokens)
+    hf_prompt, hf_new, text = theirs(hf_dir, prompt, max_new_tokens, eos_ids)
     return {"instruction": instruction, "transformers_response": text, "prompt_ids_equal":
             hf_prompt == tokenizer.encode(prompt, bos=True), "new_tokens": len(hf_new),
             "greedy_tokens_equal": hf_new == xfer_new}

@@ -16,7 +16,7 @@ import pathlib
 
 from xfer_jax.data import pipeline
 from xfer_jax.eval import codeswitch, models, perplexity, prompts
-from xfer_jax.eval.generate import Generator
+from xfer_jax.eval.generate import Generator, stop_ids
 from xfer_jax.eval.sampling import Sampling
 from xfer_jax.study.chrf import chrf
 from xfer_jax.study.stage_configs import instruction_source, project_config
@@ -63,7 +63,8 @@ def responses(model, tokenizer, records: list[dict], *, template: str, max_new_t
     `finish_reason` and `chrf` (against its `output`)."""
     chat = prompts.template(template)
     ids = [tokenizer.encode(prompts.render(r, chat), bos=True) for r in records]
-    generator = Generator(model, eos_id=tokenizer.eos_id, batch_size=batch_size, vocab_size=tokenizer.vocab_size)
+    generator = Generator(model, eos_id=stop_ids(tokenizer.eos_id, model.cfg), batch_size=batch_size,
+                          vocab_size=tokenizer.vocab_size)
     sampling = Sampling(max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
     outputs, _ = prompts.respond(generator, tokenizer, ids, sampling)
     return [{**r, **o, "chrf": chrf(o["response"], r["output"])} for r, o in zip(records, outputs)]
