@@ -54,6 +54,7 @@ def test_exported_tokenizer_matches_sentencepiece(tmp_path, llama_tokenizer):
     hf.orbax_to_hf(tmp_path / "ckpt", tmp_path / "out", **QUIET)
     for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
         assert (tmp_path / "out" / name).exists(), name
+    assert not (tmp_path / "out" / "tokenizer.json").exists()  # LLaMA's settings: LlamaTokenizer, as before
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
     sp = spm.SentencePieceProcessor(model_file=str(llama_tokenizer))
     # transformers 5 converts tokenizer.model to its own BPE, which splits runs of several spaces (and a leading
@@ -136,3 +137,17 @@ def test_interrupted_save_is_never_latest(hf_dir, tmp_path):
     # What Orbax leaves behind when a process dies mid-save: an uncommitted temporary step directory.
     shutil.copytree(tmp_path / "ckpt" / "0", tmp_path / "ckpt" / "7.orbax-checkpoint-tmp-1234")
     assert checkpoint.latest_step(tmp_path / "ckpt") == 0
+
+
+def test_an_eos_list_reaches_both_configs(tmp_path):
+    """Llama-3-Instruct ends turns on several ids: config.json and generation_config.json keep the whole list."""
+    import jax
+
+    from xfer_jax.model import params as model_params
+    from xfer_jax.model.shapes import get_shape
+
+    cfg = get_shape("tiny", num_layers=1).replace(eos_token_id=(2, 3))
+    hf.write_hf(cfg, jax.tree.map(np.asarray, model_params.init_params(cfg, 0)), tmp_path / "hf", **QUIET)
+    for name in ("config.json", "generation_config.json"):
+        assert json.loads((tmp_path / "hf" / name).read_text())["eos_token_id"] == [2, 3], name
+    assert transformers.GenerationConfig.from_pretrained(tmp_path / "hf").eos_token_id == [2, 3]

@@ -53,7 +53,7 @@ def build_tokenizers(args, out: pathlib.Path) -> tuple[pathlib.Path, pathlib.Pat
     zh = train_tokenizer([SourceSpec(lang="zh", path=str(corpus / "zh" / "train.txt"))], out / "zh.model",
                          TrainOptions(vocab_size=args.zh_vocab, character_coverage=args.zh_coverage))
     merged = out / "merged.model"
-    stats = merge_files(en, zh, merged, MergeOptions(pad_to_multiple=64))
+    stats = merge_files(en, zh, merged, MergeOptions(pad_to_multiple=64), overwrite=True)  # the tool's own output
     print(f"merged tokenizer: {stats.base_pieces} + {stats.added} + {stats.padding} padding = {stats.merged_pieces}")
     return en, merged
 

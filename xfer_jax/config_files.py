@@ -89,11 +89,11 @@ def parse_flags(prog: str, argv: list[str], *, default: str | None = None, defin
     from ml_collections import config_flags
 
     values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", default, "stage config file (configs/*.py)", flag_values=values,
-                                    lock_config=True, sys_argv=[prog, *argv])
     if define:
         define(values)
-    try:
+    try:  # overrides are defined (and the file loaded) here already, from argv
+        config_flags.DEFINE_config_file("config", default, "stage config file (configs/*.py)", flag_values=values,
+                                        lock_config=True, sys_argv=[prog, *argv])
         values([prog, *argv])
     except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
         raise ValueError(explain_error(argv, e)) from e

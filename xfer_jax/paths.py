@@ -84,6 +84,19 @@ def check_empty_or_overwrite(out: str | os.PathLike, overwrite: bool, what: str 
     return out
 
 
+def check_apart(out: str | os.PathLike, others: dict[str, str | os.PathLike | None], what: str = "--out") -> None:
+    """Refuse an output directory that is, or holds, another path of the command (an input it reads, another
+    output it writes): replacing `out` with --overwrite would delete that path. `others` maps flag -> path."""
+    out = pathlib.Path(out).resolve()
+    for flag, other in others.items():
+        if other is None:
+            continue
+        other = pathlib.Path(other).resolve()
+        if other == out or out in other.parents:
+            raise ValueError(f"{what} {out} {'is' if other == out else 'holds'} {flag} {other}, which replacing "
+                             f"{what} would delete; choose an output path outside it")
+
+
 @contextlib.contextmanager
 def replace_dir(out: str | os.PathLike, overwrite: bool, what: str = "output directory"):
     """Yield a fresh temporary directory beside `out`; when the block succeeds it becomes `out`.

@@ -1,9 +1,12 @@
 """`xfer convert hf-to-orbax --hf_dir DIR --out DIR`, `xfer convert orbax-to-hf --ckpt DIR --out DIR [--merge_lora]`,
-`xfer convert orbax-to-peft --ckpt DIR --out DIR [--base_out DIR]`."""
+`xfer convert orbax-to-peft --ckpt DIR --out DIR [--base_out DIR]`.
+
+An export refuses a non-empty --out (and --base_out) unless --overwrite, which replaces the folder whole: the
+new export is built beside it and swapped in, so no file of an older export is left for transformers to load."""
 import argparse
 import sys
 
-from xfer_jax.cli import run_verb
+from xfer_jax.errors import run_verb
 from xfer_jax.convert import hf, peft
 
 
@@ -25,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--max_shard_gb", type=float, default=5.0, help="largest safetensors shard, in GB")
     b.add_argument("--merge_lora", action="store_true",
                    help="merge LoRA adapters into the weights (W + alpha/r·A·B); required for a checkpoint with adapters")
+    b.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty (swapped in whole)")
     c = sub.add_parser("orbax-to-peft", help="export a checkpoint's LoRA adapters in PEFT format")
     c.add_argument("--ckpt", required=True, help="xfer_jax checkpoint directory with LoRA adapters")
     c.add_argument("--out", required=True, help="directory for adapter_config.json and adapter_model.safetensors")
@@ -33,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--base_model", default=None, help="adapter_config's base_model_name_or_path (default: --base_out)")
     c.add_argument("--modules_to_save", default=None,
                    help="comma-separated fully trained modules (embed_tokens,lm_head); default: from the checkpoint meta")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace --out and --base_out if they are not empty (each swapped in whole)")
     return p
 
 
@@ -46,11 +52,12 @@ def run(args) -> None:
         hf.hf_to_orbax(args.hf_dir, args.out, param_dtype=args.param_dtype, overwrite=args.overwrite)
     elif args.direction == "orbax-to-hf":
         hf.orbax_to_hf(args.ckpt, args.out, dtype=args.dtype, step=args.step,
-                       max_shard_bytes=int(args.max_shard_gb * 1e9), merge_lora=args.merge_lora)
+                       max_shard_bytes=int(args.max_shard_gb * 1e9), merge_lora=args.merge_lora,
+                       overwrite=args.overwrite)
     else:
         modules = None if args.modules_to_save is None else [m for m in args.modules_to_save.split(",") if m]
         peft.orbax_to_peft(args.ckpt, args.out, step=args.step, base_out=args.base_out,
-                           modules_to_save=modules, base_model=args.base_model)
+                           modules_to_save=modules, base_model=args.base_model, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

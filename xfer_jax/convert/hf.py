@@ -11,14 +11,14 @@ at a time; writing produces one HF tensor at a time straight into its shard file
 import json
 import math
 import pathlib
-import shutil
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xfer_jax import checkpoint
+from xfer_jax import checkpoint, paths
+from xfer_jax.convert import hf_tokenizer
 from xfer_jax.convert.safetensors_io import SafetensorsFile, write_shard
 from xfer_jax.model import lora_params, params as model_params
 from xfer_jax.model.config import LlamaConfig
@@ -237,11 +237,16 @@ def _progress(log, done: int, total: int, start: float, name: str, unit: str = "
 
 
 def orbax_to_hf(ckpt_dir, out_dir, *, dtype: str | None = None, step: int | None = None,
-                max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, merge_lora: bool = False, log=print) -> pathlib.Path:
+                max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, merge_lora: bool = False, overwrite: bool = False,
+                log=print) -> pathlib.Path:
     """Export an xfer_jax checkpoint as an HF directory that transformers loads (weights, config, tokenizer).
 
     LoRA adapters have no place in a LlamaForCausalLM: `merge_lora` writes W + (alpha/r)·A·B; without it a
-    checkpoint that carries adapters is refused (xfer_jax.convert.peft exports them in PEFT's format)."""
+    checkpoint that carries adapters is refused (xfer_jax.convert.peft exports them in PEFT's format).
+    A non-empty `out_dir` is refused unless `overwrite`: files of an earlier export beside the new ones would be
+    what transformers loads (model.safetensors wins over a new index). Checked first, before the slow load."""
+    paths.check_empty_or_overwrite(out_dir, overwrite, "--out")
+    paths.check_apart(out_dir, {"--ckpt": ckpt_dir})
     cfg, params = checkpoint.load_params(ckpt_dir, step=step)
     if cfg.lora_rank:
         if not merge_lora:
@@ -254,47 +259,81 @@ def orbax_to_hf(ckpt_dir, out_dir, *, dtype: str | None = None, step: int | None
         cfg, params = lora_params.merge(cfg, params)
         params = jax.tree.map(np.asarray, params)
     return write_hf(cfg, params, out_dir, tokenizer=checkpoint.tokenizer_path(ckpt_dir), dtype=dtype,
-                    max_shard_bytes=max_shard_bytes, log=log)
+                    max_shard_bytes=max_shard_bytes, overwrite=overwrite, log=log)
 
 
 def write_hf(cfg: LlamaConfig, params: dict, out_dir, *, tokenizer: pathlib.Path | None = None, dtype: str | None = None,
-             max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, log=print) -> pathlib.Path:
-    """Write `params` (host arrays of a model without adapters) as an HF directory."""
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+             max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, overwrite: bool = False, log=print) -> pathlib.Path:
+    """Write `params` (host arrays of a model without adapters) as an HF directory.
+
+    Every check runs before anything is written; the files go into a sibling that replaces `out_dir` whole
+    (`paths.replace_dir`), so `out_dir` never mixes two exports and a failed export leaves the old one intact."""
+    write = hf_writer(cfg, params, tokenizer=tokenizer, dtype=dtype, max_shard_bytes=max_shard_bytes, log=log)
+    with paths.replace_dir(out_dir, overwrite, "--out") as tmp:
+        summary = write(tmp)
+    log(f"wrote {out_dir}: {summary}")
+    return pathlib.Path(out_dir)
+
+
+def hf_writer(cfg: LlamaConfig, params: dict, *, tokenizer: pathlib.Path | None = None, dtype: str | None = None,
+              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, log=print):
+    """Check everything an HF export needs (shapes, dtype, tokenizer) and return `write(dir) -> summary`,
+    which only writes: callers writing several directories (PEFT adapter + base) check all before any write."""
     out_dtype = np.dtype(params["embed_tokens"].dtype) if dtype is None else np_dtype(dtype)
     plan = tensor_plan(cfg)
+    check_params(cfg, params, plan)
     by_name = {hf_name: (path, n_in) for hf_name, path, _, n_in in plan}
-    specs = [(hf_name, hf_shape(shape, n_in), out_dtype) for hf_name, _, shape, n_in in plan]
-    shards = _pack(specs, max_shard_bytes)
+    shards = _pack([(hf_name, hf_shape(shape, n_in), out_dtype) for hf_name, _, shape, n_in in plan], max_shard_bytes)
+    hf_config = {**cfg.to_hf(), "torch_dtype": out_dtype.name}
+    generation = {k: hf_config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+                  if hf_config.get(k) is not None}  # from to_hf, so an eos list passes through
+    tokenizer_files, note = {}, "; no tokenizer.model in the checkpoint, so no tokenizer files"
+    if tokenizer is not None:
+        model = pathlib.Path(tokenizer).read_bytes()
+        tokenizer_files = hf_tokenizer.tokenizer_files(model, cfg.max_position_embeddings, source=tokenizer)
+        differences = hf_tokenizer.llama_differences(hf_tokenizer.proto_of(model, tokenizer))
+        note = "" if not differences else (
+            f"; tokenizer.json reproduces {', '.join(differences)} (fully decomposed text can still differ: "
+            f"see xfer_jax/convert/hf_tokenizer.py)")
 
     def produce(hf_name):
         path, n_in = by_name[hf_name]
         value = params["layers"][path[1]][path[2]] if path[0] == "layers" else params[path[0]]
         return to_hf(value, n_in)
 
-    weight_map, total = {}, 0
-    start = time.time()
-    for k, shard in enumerate(shards):
-        name = "model.safetensors" if len(shards) == 1 else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
-        total += write_shard(out / name, shard, produce)
-        weight_map.update({spec[0]: name for spec in shard})
-        _progress(log, k + 1, len(shards), start, name, "shards")
-    if len(shards) > 1:
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    hf_config = cfg.to_hf()
-    hf_config["torch_dtype"] = out_dtype.name
-    (out / "config.json").write_text(json.dumps(hf_config, indent=2))
-    generation = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
-    if cfg.pad_token_id is not None:
-        generation["pad_token_id"] = cfg.pad_token_id
-    (out / "generation_config.json").write_text(json.dumps(generation, indent=2))
-    if tokenizer is not None:
-        write_tokenizer_files(tokenizer, out, cfg.max_position_embeddings)
-    log(f"wrote {out}: {len(shards)} shard(s), {total / 1e9:.3f} GB, {out_dtype.name}"
-        + ("" if tokenizer else "; no tokenizer.model in the checkpoint, so no tokenizer files"))
-    return out
+    def write(out: pathlib.Path) -> str:
+        weight_map, total = {}, 0
+        start = time.time()
+        for k, shard in enumerate(shards):
+            name = "model.safetensors" if len(shards) == 1 else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+            total += write_shard(out / name, shard, produce)
+            weight_map.update({spec[0]: name for spec in shard})
+            _progress(log, k + 1, len(shards), start, name, "shards")
+        if len(shards) > 1:
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            paths.write_text(out / "model.safetensors.index.json", json.dumps(index, indent=2))
+        paths.write_text(out / "config.json", json.dumps(hf_config, indent=2))
+        paths.write_text(out / "generation_config.json", json.dumps(generation, indent=2))
+        for name, content in tokenizer_files.items():
+            paths.write_bytes(out / name, content)
+        return f"{len(shards)} shard(s), {total / 1e9:.3f} GB, {out_dtype.name}{note}"
+
+    return write
+
+
+def check_params(cfg: LlamaConfig, params: dict, plan) -> None:
+    """Every tensor the plan will read exists with the shape the config implies (before a shard is started)."""
+    for hf_name, path, shape, _ in plan:
+        if path[0] == "layers":
+            value = params.get("layers", {}).get(path[1])
+            have = None if value is None else tuple(value.shape)
+            want = (cfg.num_layers, *shape)
+        else:
+            value = params.get(path[0])
+            have, want = (None if value is None else tuple(value.shape)), tuple(shape)
+        if have != want:
+            raise ValueError(f"parameter {'/'.join(map(str, path[:2]))} (for {hf_name}) has shape {have}, "
+                             f"but the model config implies {want}")
 
 
 def _pack(specs, max_bytes: int) -> list[list]:
@@ -313,25 +352,8 @@ def _pack(specs, max_bytes: int) -> list[list]:
 
 
 def write_tokenizer_files(tokenizer_model: pathlib.Path, out: pathlib.Path, max_length: int) -> None:
-    """tokenizer.model plus the JSON files that make AutoTokenizer build a LlamaTokenizer from it."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
-    piece = lambda i: sp.id_to_piece(i) if 0 <= i < sp.get_piece_size() else None  # noqa: E731
-    special = {"bos_token": piece(sp.bos_id()), "eos_token": piece(sp.eos_id()), "unk_token": piece(sp.unk_id())}
-    if sp.pad_id() >= 0:
-        special["pad_token"] = piece(sp.pad_id())
-    special = {k: v for k, v in special.items() if v is not None}
-    shutil.copyfile(tokenizer_model, out / "tokenizer.model")
-    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
-    config = {
-        "tokenizer_class": "LlamaTokenizer",
-        "add_bos_token": True,
-        "add_eos_token": False,
-        "legacy": True,
-        "model_max_length": max_length,
-        "clean_up_tokenization_spaces": False,
-        "sp_model_kwargs": {},
-        **special,
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    """tokenizer.model plus the files that make AutoTokenizer encode exactly as it does (xfer_jax.convert.hf_tokenizer):
+    LlamaTokenizer's JSON files for LLaMA's settings, a tokenizer.json for any other normalisation; or a refusal."""
+    for name, content in hf_tokenizer.tokenizer_files(pathlib.Path(tokenizer_model).read_bytes(), max_length,
+                                                      source=tokenizer_model).items():
+        paths.write_bytes(pathlib.Path(out) / name, content)

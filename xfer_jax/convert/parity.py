@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
     start = time.time()
     params = jax.tree.map(np.asarray, model_params.init_params(cfg, args.seed))
     checkpoint.save(out / "ckpt", cfg, params, tokenizer=args.tokenizer, overwrite=True)
-    hf.orbax_to_hf(out / "ckpt", out / "hf")
+    hf.orbax_to_hf(out / "ckpt", out / "hf", overwrite=True)  # a re-run replaces its own earlier export
     ours = forward.logits(out / "ckpt", tokens)
     model = transformers.AutoModelForCausalLM.from_pretrained(out / "hf", torch_dtype=torch.float32).eval()
     with torch.no_grad():

@@ -12,13 +12,14 @@ weights follow (`hf.to_hf`). What was trained comes from the checkpoint meta's `
 trainer writes. The adapter is only exact on the base it was trained on: when more than adapters and
 embeddings were trained, the base must be written too (`base_out`: the checkpoint's weights without adapters).
 """
+import contextlib
 import json
 import math
 import pathlib
 
 import numpy as np
 
-from xfer_jax import checkpoint
+from xfer_jax import checkpoint, paths
 from xfer_jax.convert import hf
 from xfer_jax.convert.safetensors_io import write_shard
 from xfer_jax.model import lora, lora_params
@@ -71,8 +72,14 @@ def trained_modules(meta: dict, ckpt_dir) -> tuple[list[str], list[str]]:
 
 
 def orbax_to_peft(ckpt_dir, out_dir, *, step: int | None = None, base_out=None,
-                  modules_to_save: list[str] | None = None, base_model: str | None = None, log=print) -> pathlib.Path:
-    """Write the adapters of `ckpt_dir` as a PEFT LoRA directory; with `base_out`, the base as an HF directory too."""
+                  modules_to_save: list[str] | None = None, base_model: str | None = None, overwrite: bool = False,
+                  log=print) -> pathlib.Path:
+    """Write the adapters of `ckpt_dir` as a PEFT LoRA directory; with `base_out`, the base as an HF directory too.
+
+    Non-empty output directories are refused unless `overwrite` (checked first, before the load); every check
+    runs before anything is written, and each directory is built beside its target and swapped in whole."""
+    base_out = base_out or None
+    check_outputs(ckpt_dir, out_dir, base_out, overwrite)
     cfg, params = checkpoint.load_params(ckpt_dir, step=step)
     if not cfg.lora_rank:
         raise ValueError(f"{ckpt_dir} has no LoRA adapters (lora_rank 0): export it with `xfer convert orbax-to-hf`")
@@ -88,19 +95,30 @@ def orbax_to_peft(ckpt_dir, out_dir, *, step: int | None = None, base_out=None,
     unknown = sorted(set(modules_to_save) - set(savable))
     if unknown:
         raise ValueError(f"modules_to_save {unknown}: this model's savable modules are {savable}")
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     plan = tensor_plan(cfg, params, modules_to_save)
     producers = {name: produce for name, _, _, produce in plan}
     specs = [(name, shape, np.dtype(dtype)) for name, shape, dtype, _ in plan]
-    nbytes = write_shard(out / ADAPTER_WEIGHTS, specs, lambda name: producers[name]())
-    if base_out is not None:
-        hf.write_hf(lora_params.base_config(cfg), lora_params.strip(params), base_out,
-                    tokenizer=checkpoint.tokenizer_path(ckpt_dir), log=log)
-        base_model = base_model or str(pathlib.Path(base_out).resolve())
-    config = adapter_config(cfg, modules_to_save, base_model)
-    (out / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    log(f"wrote {out}: PEFT LoRA adapter, rank {cfg.lora_rank} on {', '.join(cfg.lora_targets)}, "
+    write_base = None if base_out is None else hf.hf_writer(
+        lora_params.base_config(cfg), lora_params.strip(params), tokenizer=checkpoint.tokenizer_path(ckpt_dir), log=log)
+    config = adapter_config(cfg, modules_to_save, base_model or (base_out and str(pathlib.Path(base_out).resolve())))
+    with contextlib.ExitStack() as stack:  # both built first, then swapped in one after the other
+        base_tmp = base_out and stack.enter_context(paths.replace_dir(base_out, overwrite, "--base_out"))
+        tmp = stack.enter_context(paths.replace_dir(out_dir, overwrite, "--out"))
+        nbytes = write_shard(tmp / ADAPTER_WEIGHTS, specs, lambda name: producers[name]())
+        paths.write_text(tmp / ADAPTER_CONFIG, json.dumps(config, indent=2) + "\n")
+        base_summary = None if write_base is None else write_base(base_tmp)
+    if base_summary:
+        log(f"wrote {base_out}: base model, {base_summary}")
+    log(f"wrote {out_dir}: PEFT LoRA adapter, rank {cfg.lora_rank} on {', '.join(cfg.lora_targets)}, "
         f"modules_to_save {modules_to_save or 'none'}, {nbytes / 1e6:.1f} MB")
-    return out
+    return pathlib.Path(out_dir)
 
+
+def check_outputs(ckpt_dir, out_dir, base_out, overwrite: bool) -> None:
+    """--out and --base_out: empty or --overwrite, and apart from each other and from --ckpt (replacing one
+    must never delete another)."""
+    paths.check_empty_or_overwrite(out_dir, overwrite, "--out")
+    paths.check_apart(out_dir, {"--ckpt": ckpt_dir, "--base_out": base_out}, "--out")
+    if base_out is not None:
+        paths.check_empty_or_overwrite(base_out, overwrite, "--base_out")
+        paths.check_apart(base_out, {"--ckpt": ckpt_dir, "--out": out_dir}, "--base_out")

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 import ml_dtypes
 import numpy as np
 
+from xfer_jax import paths
+
 DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
     "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
@@ -68,8 +70,8 @@ def write_shard(path: str | pathlib.Path, specs: Iterable[tuple[str, tuple[int, 
                 produce: Callable[[str], np.ndarray]) -> int:
     """Write tensors named by `specs` (name, shape, dtype) to `path`, calling `produce(name)` for each in turn.
 
-    Returns the number of data bytes. Writes to `path.tmp` and renames, so a killed export leaves no
-    half-written shard under the final name.
+    Returns the number of data bytes. Written through `paths.open_atomic` (a sibling renamed over `path`), so a
+    killed export or a tensor of the wrong shape leaves no half-written shard under the final name.
     """
     path = pathlib.Path(path)
     header, offset = {}, 0
@@ -81,8 +83,7 @@ def write_shard(path: str | pathlib.Path, specs: Iterable[tuple[str, tuple[int, 
     header["__metadata__"] = {"format": "pt"}
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with paths.open_atomic(path, "wb") as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for name, shape, dtype in specs:
@@ -90,5 +91,4 @@ def write_shard(path: str | pathlib.Path, specs: Iterable[tuple[str, tuple[int, 
             if array.shape != tuple(shape):
                 raise ValueError(f"{path}: tensor {name} has shape {array.shape}, header promised {tuple(shape)}")
             f.write(array.tobytes())
-    tmp.replace(path)
     return offset

@@ -13,6 +13,8 @@ import pathlib
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
+from xfer_jax import paths
+
 
 class Tokenizer:
     """Encode/decode text with a sentencepiece model; ids follow the model (LLaMA: unk 0, bos 1, eos 2)."""
@@ -33,7 +35,7 @@ class Tokenizer:
         return cls(proto.SerializeToString())
 
     def save(self, path: str | pathlib.Path) -> None:
-        pathlib.Path(path).write_bytes(self._model_bytes)
+        paths.write_bytes(path, self._model_bytes)
 
     def proto(self) -> sentencepiece_model_pb2.ModelProto:
         """A fresh, editable copy of the ModelProto."""

@@ -17,7 +17,7 @@ from xfer_jax.eval.sampling import Sampling
 
 def export(out: pathlib.Path, *, ckpt) -> dict:
     """OUT/hf: config.json, safetensors and tokenizer files that AutoModelForCausalLM/AutoTokenizer load."""
-    hf_dir = orbax_to_hf(ckpt, out / "hf", merge_lora=True, log=lambda *_: None)
+    hf_dir = orbax_to_hf(ckpt, out / "hf", merge_lora=True, overwrite=True, log=lambda *_: None)  # stage re-run
     return {"hf_dir": str(hf_dir), "files": sorted(p.name for p in pathlib.Path(hf_dir).iterdir())}
 
 

@@ -9,8 +9,8 @@ language alone and its new pieces are appended to the base (`xfer vocab merge`),
 from __future__ import annotations
 
 import pathlib
-import shutil
 
+from xfer_jax import paths
 from xfer_jax.data.sources import SourceSpec
 from xfer_jax.vocab import report as vocab_report
 from xfer_jax.vocab.merge import MergeOptions, merge_files
@@ -27,7 +27,7 @@ def build(out: pathlib.Path, *, corpus, llama_tokenizer, spec) -> dict:
     t = spec.tokenizers
     base = out / "base.model"
     if t.base == "llama":
-        shutil.copyfile(llama_tokenizer, base)
+        paths.copy_file(llama_tokenizer, base)
     elif t.base == "train":
         sources = [corpus_source(corpus, lang, max_documents=n) for lang, n in t.base_documents.items()]
         train_tokenizer(sources, base, TrainOptions(vocab_size=t.base_vocab, character_coverage=t.base_coverage,
@@ -39,7 +39,7 @@ def build(out: pathlib.Path, *, corpus, llama_tokenizer, spec) -> dict:
                                           seed=spec.seed))
     merged = out / "merged.model"
     stats = merge_files(base, target, merged, MergeOptions(pad_to_multiple=t.pad_to_multiple),
-                        hf_dir=out / "merged_hf")
+                        hf_dir=out / "merged_hf", overwrite=True)  # a re-run stage replaces its own output
     return {"base": str(base), "target": str(target), "merged": str(merged),
             "merge": {k: int(v) for k, v in vars(stats).items()}}
 

@@ -12,7 +12,7 @@ import json
 import pathlib
 import sys
 
-from xfer_jax.cli import run_verb
+from xfer_jax.errors import run_verb
 from xfer_jax.data.sources import DOC_SPLITS, TEXT_FORMATS, SourceSpec
 
 
@@ -61,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--pad_to_multiple", type=int, default=0, help="append unused pieces up to a multiple (64, 128)")
     m.add_argument("--keep_ascii", action="store_true", help="also append pieces made only of ASCII (changes English)")
     m.add_argument("--max_length", type=int, default=4096, help="model_max_length in tokenizer_config.json")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing --out and a non-empty --hf_dir")
 
     e = sub.add_parser("extend", help="grow a checkpoint's embedding and lm_head to a merged tokenizer")
     e.add_argument("--ckpt", required=True, help="xfer_jax checkpoint directory")
@@ -101,7 +102,8 @@ def run(args) -> None:
         hf_dir = args.hf_dir or out.with_name(out.stem + "_hf")
         options = MergeOptions(max_added=args.max_added, score_policy=args.score_policy,
                                pad_to_multiple=args.pad_to_multiple, keep_ascii=args.keep_ascii)
-        stats = merge_files(args.base, args.add, out, options, hf_dir=hf_dir, max_length=args.max_length)
+        stats = merge_files(args.base, args.add, out, options, hf_dir=hf_dir, max_length=args.max_length,
+                            overwrite=args.overwrite)
         print(json.dumps(dataclasses.asdict(stats), indent=2))
         print(f"wrote {out} ({stats.merged_pieces} pieces) and the Hugging Face tokenizer files in {hf_dir}")
     elif args.command == "extend":
@@ -128,7 +130,7 @@ def run(args) -> None:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    return run_verb(f"xfer vocab {args.command}", lambda: run(args))
+    return run_verb(f"xfer vocab {args.command}", lambda: run(args), (ImportError,))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ import pathlib
 import numpy as np
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-from xfer_jax.convert.hf import write_tokenizer_files
+from xfer_jax import paths
+from xfer_jax.convert.hf_tokenizer import tokenizer_files
 from xfer_jax.data.tokenizer import Tokenizer
 
 Piece = pb.ModelProto.SentencePiece
@@ -143,14 +144,34 @@ def load_proto(path, role: str) -> pb.ModelProto:
 
 
 def merge_files(base, add, out, options: MergeOptions = MergeOptions(), *, hf_dir=None,
-                max_length: int = 4096) -> MergeStats:
-    """`merge` on files: writes OUT (.model) and, with `hf_dir`, the tokenizer files transformers loads."""
+                max_length: int = 4096, overwrite: bool = False) -> MergeStats:
+    """`merge` on files: writes OUT (.model) and, with `hf_dir`, the tokenizer files transformers loads.
+
+    An existing OUT or non-empty `hf_dir` is refused unless `overwrite`: a tokenizer.json left from an earlier
+    merge would be what transformers loads. Everything is checked before anything is written; `hf_dir` is built
+    beside its target and swapped in whole, with OUT replaced (atomically) just before the swap."""
     out = pathlib.Path(out)
+    check_outputs(base, add, out, hf_dir, overwrite)
     merged, stats = merge(load_proto(base, "--base"), load_proto(add, "--add"), options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Tokenizer.from_proto(merged).save(out)
-    if hf_dir is not None:
-        hf_dir = pathlib.Path(hf_dir)
-        hf_dir.mkdir(parents=True, exist_ok=True)
-        write_tokenizer_files(out, hf_dir, max_length)
+    model = merged.SerializeToString()
+    Tokenizer(model)  # sentencepiece must load it: a model it rejects is never written
+    files = None if hf_dir is None else tokenizer_files(model, max_length, source=out)
+    if files is None:
+        paths.write_bytes(out, model)
+        return stats
+    with paths.replace_dir(hf_dir, overwrite, "--hf_dir") as tmp:
+        for name, content in files.items():
+            paths.write_bytes(tmp / name, content)
+        paths.write_bytes(out, model)
     return stats
+
+
+def check_outputs(base, add, out: pathlib.Path, hf_dir, overwrite: bool) -> None:
+    """OUT a .model path that is new (or --overwrite); `hf_dir` empty (or --overwrite) and apart from the inputs."""
+    if out.is_dir():
+        raise FileExistsError(f"--out {out} is a directory; name the .model file to write")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it, or choose a new path")
+    if hf_dir is not None:
+        paths.check_empty_or_overwrite(hf_dir, overwrite, "--hf_dir")
+        paths.check_apart(hf_dir, {"--base": base, "--add": add, "--out": out}, "--hf_dir")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+from xfer_jax import paths
 from xfer_jax.data.issues import InputIssues
 from xfer_jax.data.sources import SourceSpec
 from xfer_jax.data.tokenizer import Tokenizer
@@ -56,10 +57,10 @@ def markdown(report: dict) -> str:
 
 
 def write(report: dict, prefix: str | pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    """PREFIX.md and PREFIX.json."""
+    """PREFIX.md and PREFIX.json, each replaced atomically (a crash never leaves half a report). An earlier
+    report under the same prefix is replaced: it is derived output, recomputed from its inputs in seconds."""
     prefix = pathlib.Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
     md, js = prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".json")
-    md.write_text(markdown(report))
-    js.write_text(json.dumps(report, indent=2))
+    paths.write_text(js, json.dumps(report, indent=2))
+    paths.write_text(md, markdown(report))
     return md, js
