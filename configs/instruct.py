@@ -12,15 +12,15 @@ pairs (`python -m xfer_jax.data.instruct_fetch`): Chinese as BELLE records, Engl
 `data.sources` at real BELLE / Bactrian-X / Alpaca / ShareGPT files (format belle | bactrian_x | alpaca |
 sharegpt). Everything else (mesh, rules, train.*) is configs/pretrain.py's.
 """
-import os
 import pathlib
 
 import ml_collections
 
 from xfer_jax.config_files import load_config
+from xfer_jax.data.registry import default_cache_root
 from xfer_jax.model.config import LORA_TARGETS
 
-CACHE = os.environ.get("XFER_CACHE", ".cache")
+CACHE = str(default_cache_root())
 ADAPTERS = r"_lora_[ab]$"
 # mode -> (train.trainable patterns, LoRA rank, learning rate)
 MODES = {

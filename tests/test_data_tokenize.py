@@ -93,10 +93,8 @@ def test_tokenizer_wrapper(llama_tokenizer):
 
 
 def test_cli_dispatch(monkeypatch):
-    from xfer_jax.data import fetch
-
     seen = []
-    monkeypatch.setattr(fetch, "main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(cli, "fetch_main", lambda argv: seen.append(argv) or 0)
     assert cli.main(["fetch", "--languages", "zh"]) == 0 and seen == [["--languages", "zh"]]
     assert cli.main(["nonsense"]) == 2
 

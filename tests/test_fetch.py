@@ -10,7 +10,8 @@ import time
 import pytest
 import sentencepiece
 
-from xfer_jax.data import fetch
+from xfer_jax.data import catalogue, cli, corpus, llama_vocab, registry
+from xfer_jax.errors import CorpusError
 
 LETTER = re.compile(r"[^\W\d_]")
 # Non-Latin languages: the characters of their script.
@@ -43,7 +44,7 @@ def script_share(line, script):
 
 def test_corpus_is_complete_with_five_languages_or_more(corpus_dir):
     langs = manifest(corpus_dir)["languages"]
-    assert (corpus_dir / fetch.MARKER).exists()
+    assert (corpus_dir / registry.MARKER).exists()
     assert {"en", "zh"} <= set(langs) and len(langs) >= 5
     for lang in langs:
         for name in ("train.txt", "heldout.txt", "SOURCES.json"):
@@ -51,11 +52,11 @@ def test_corpus_is_complete_with_five_languages_or_more(corpus_dir):
 
 
 def test_a_complete_cache_returns_at_once(corpus_dir):
-    stamp = (corpus_dir / fetch.MARKER).read_text()
+    stamp = (corpus_dir / registry.MARKER).read_text()
     start = time.perf_counter()
-    assert fetch.fetch_corpus(corpus_dir) == corpus_dir
+    assert corpus.fetch_corpus(corpus_dir) == corpus_dir
     assert time.perf_counter() - start < 1.0
-    assert (corpus_dir / fetch.MARKER).read_text() == stamp
+    assert (corpus_dir / registry.MARKER).read_text() == stamp
 
 
 def test_splits_are_nontrivial_disjoint_and_match_the_manifest(corpus_dir):
@@ -75,7 +76,7 @@ def test_splits_are_nontrivial_disjoint_and_match_the_manifest(corpus_dir):
 def test_heldout_is_chosen_by_document_hash(corpus_dir):
     for lang in manifest(corpus_dir)["languages"]:
         train, heldout = read_lines(corpus_dir / lang / "train.txt"), read_lines(corpus_dir / lang / "heldout.txt")
-        assert fetch.split_heldout(sorted(train + heldout)) == (sorted(train), sorted(heldout))
+        assert corpus.split_heldout(sorted(train + heldout)) == (sorted(train), sorted(heldout))
         if len(train) + len(heldout) >= 1000:
             assert 0.02 < len(heldout) / (len(train) + len(heldout)) < 0.08, lang
 
@@ -127,9 +128,9 @@ def user_text(tmp_path):
 
 def test_user_text_is_imported_into_the_same_layout(tmp_path, user_text, capsys):
     cache = tmp_path / "cache"
-    assert fetch.fetch_corpus(cache, corpus_dir=user_text) == cache
+    assert corpus.fetch_corpus(cache, corpus_dir=user_text) == cache
     info = manifest(cache)
-    assert info["languages"] == ["xx", "yy"] and (cache / fetch.MARKER).exists()
+    assert info["languages"] == ["xx", "yy"] and (cache / registry.MARKER).exists()
     xx = read_lines(cache / "xx" / "train.txt") + read_lines(cache / "xx" / "heldout.txt")
     yy = read_lines(cache / "yy" / "train.txt") + read_lines(cache / "yy" / "heldout.txt")
     assert len(xx) == 60 and len(yy) == 40
@@ -144,19 +145,19 @@ def test_user_text_is_imported_into_the_same_layout(tmp_path, user_text, capsys)
 
 def test_user_text_cache_is_rebuilt_only_when_incomplete(tmp_path, user_text):
     cache = tmp_path / "cache"
-    fetch.fetch_corpus(cache, corpus_dir=user_text)
-    stamp = (cache / fetch.MARKER).read_text()
-    fetch.fetch_corpus(cache, corpus_dir=user_text)
-    assert (cache / fetch.MARKER).read_text() == stamp
-    (cache / fetch.MARKER).unlink()
+    corpus.fetch_corpus(cache, corpus_dir=user_text)
+    stamp = (cache / registry.MARKER).read_text()
+    corpus.fetch_corpus(cache, corpus_dir=user_text)
+    assert (cache / registry.MARKER).read_text() == stamp
+    (cache / registry.MARKER).unlink()
     (cache / "xx" / "train.txt").write_text("half-written\n")
-    fetch.fetch_corpus(cache, corpus_dir=user_text)
+    corpus.fetch_corpus(cache, corpus_dir=user_text)
     assert "half-written" not in (cache / "xx" / "train.txt").read_text()
-    assert (cache / fetch.MARKER).exists()
+    assert (cache / registry.MARKER).exists()
 
 
 def test_max_chars_caps_each_language(tmp_path, user_text):
-    cache = fetch.fetch_corpus(tmp_path / "cache", corpus_dir=user_text, max_chars=500)
+    cache = corpus.fetch_corpus(tmp_path / "cache", corpus_dir=user_text, max_chars=500)
     for lang in ("xx", "yy"):
         counts = manifest(cache)["counts"][lang]
         assert 500 <= counts["train"]["characters"] + counts["heldout"]["characters"] < 600
@@ -166,35 +167,35 @@ def test_a_language_without_usable_text_says_how_to_supply_it(tmp_path):
     root = tmp_path / "mine"
     (root / "zz").mkdir(parents=True)
     (root / "zz" / "only.txt").write_bytes(b"\xff\xfe broken\n")
-    with pytest.raises(fetch.CorpusError, match="corpus_dir"):
-        fetch.fetch_corpus(tmp_path / "cache", corpus_dir=root)
-    assert not (tmp_path / "cache" / fetch.MARKER).exists()
+    with pytest.raises(CorpusError, match="corpus_dir"):
+        corpus.fetch_corpus(tmp_path / "cache", corpus_dir=root)
+    assert not (tmp_path / "cache" / registry.MARKER).exists()
 
 
 def test_a_language_without_registry_source_fails_before_any_download(tmp_path):
-    with pytest.raises(fetch.CorpusError, match="--corpus_dir"):
-        fetch.fetch_corpus(tmp_path / "cache", languages=["qq"])
+    with pytest.raises(CorpusError, match="--corpus_dir"):
+        corpus.fetch_corpus(tmp_path / "cache", languages=["qq"])
 
 
 def test_a_failing_source_is_recorded_and_the_others_go_on(tmp_path):
     def broken(root):
         raise OSError("simulated unreadable package")
 
-    good = fetch.Source(fetch.Package("good", "local", "MIT", ""), lambda root: [("a.txt", "some text")] * 3)
-    bad = fetch.Source(fetch.Package("bad", "debian", "MIT", ""), broken)
+    good = catalogue.Source(registry.Package("good", "local", "MIT", ""), lambda root: [("a.txt", "some text")] * 3)
+    bad = catalogue.Source(registry.Package("bad", "debian", "MIT", ""), broken)
     failures = []
-    counts = fetch.build_language("xx", [(bad, tmp_path, "1"), (good, tmp_path, "1")], 1000, tmp_path / "xx", failures)
+    counts = corpus.build_language("xx", [(bad, tmp_path, "1"), (good, tmp_path, "1")], 1000, tmp_path / "xx", failures)
     assert counts["train"]["documents"] + counts["heldout"]["documents"] == 1  # duplicates dropped
     assert failures == [{"package": "bad", "registry": "debian", "languages": ["xx"],
                          "reason": "reading its files failed: OSError: simulated unreadable package"}]
 
 
 def test_cli_prints_a_summary_table(tmp_path, user_text, capsys):
-    assert fetch.main(["--cache_dir", str(tmp_path / "cache"), "--corpus_dir", str(user_text)]) == 0
+    assert cli.fetch_main(["--cache_dir", str(tmp_path / "cache"), "--corpus_dir", str(user_text)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^xx\s+60\s", out, re.M) and re.search(r"^yy\s+40\s", out, re.M)
     assert "skipped:" in out and "bad.txt" in out
-    assert fetch.main(["--cache_dir", str(tmp_path / "c2"), "--languages", "qq"]) == 1
+    assert cli.fetch_main(["--cache_dir", str(tmp_path / "c2"), "--languages", "qq"]) == 1
 
 
 # --------------------------------------------------------------------------------------------- LLaMA tokenizer
@@ -202,7 +203,7 @@ def test_cli_prints_a_summary_table(tmp_path, user_text, capsys):
 
 def test_llama_tokenizer_reproduces_llama_cpp_references(llama_tokenizer):
     processor = sentencepiece.SentencePieceProcessor(model_file=str(llama_tokenizer))
-    cases = fetch.llama_reference_cases(llama_tokenizer.parent)
+    cases = llama_vocab.llama_reference_cases(llama_tokenizer.parent)
     assert len(cases) >= 40 and any(ids for _, ids in cases)
     for text, ids in cases:
         assert processor.encode(text) == ids, repr(text)

@@ -22,7 +22,9 @@ import time
 
 import numpy as np
 
-from xfer_jax.data import fetch, pipeline
+from xfer_jax.data import pipeline
+from xfer_jax.data.corpus import fetch_corpus
+from xfer_jax.data.llama_vocab import fetch_llama_tokenizer
 from xfer_jax.data.sources import specs_from_config
 from xfer_jax.data.tokenize import tokenize_sources
 from xfer_jax.data.tokenizer import Tokenizer
@@ -58,7 +60,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     cache = pathlib.Path(args.cache)
-    corpus, tokenizer_path = fetch.fetch_corpus(cache / "corpus"), fetch.fetch_llama_tokenizer(cache / "llama_tokenizer")
+    corpus, tokenizer_path = fetch_corpus(cache / "corpus"), fetch_llama_tokenizer(cache / "llama_tokenizer")
     tokenizer = Tokenizer.load(tokenizer_path)
     langs = args.langs.split(",")
     cfg = pipeline.default_data_config()

@@ -5,10 +5,6 @@ Every verb module exposes `main(argv: list[str]) -> int`, so `xfer convert ...` 
 """
 import importlib
 import sys
-from collections.abc import Callable
-
-# What a user can fix: a bad value or config key, a missing or existing file. Verbs add their own (JudgeError...).
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError)
 
 VERBS = {
     "convert": ("xfer_jax.convert.cli", "HF <-> Orbax checkpoint conversion"),
@@ -23,22 +19,6 @@ VERBS = {
     "demo": ("xfer_jax.study.demo", "the transfer pipeline end to end on real text, on a CPU in minutes"),
     "study": ("xfer_jax.study.study", "the paper's arms as a resumable grid, gathered into one report"),
 }
-
-
-def run_verb(prog: str, body: Callable[[], int | None], errors: tuple = ()) -> int:
-    """body()'s exit code, with a user error (USER_ERRORS + `errors`) printed as one line "prog: error: ..."
-    (exit 1) instead of a traceback, and a signal that stopped training passed on as its exit code."""
-    try:
-        return body() or 0
-    except Exception as e:
-        loop = sys.modules.get("xfer_jax.train.loop")  # loaded whenever training ran: only then can it interrupt
-        if loop is not None and isinstance(e, loop.Interrupted):
-            print(f"{prog}: {e}", file=sys.stderr)
-            return e.exit_code
-        if isinstance(e, USER_ERRORS + tuple(errors)):
-            print(f"{prog}: error: {e}", file=sys.stderr)
-            return 1
-        raise
 
 
 def usage() -> str:

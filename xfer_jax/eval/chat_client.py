@@ -12,11 +12,11 @@ import time
 import urllib.error
 import urllib.request
 
+from xfer_jax.errors import JudgeError  # noqa: F401 (raised here; tests import it from here)
+
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
 
 
-class JudgeError(RuntimeError):
-    """The endpoint failed for good (non-retryable status, retries exhausted, or a reply of the wrong shape)."""
 
 
 class ChatClient:

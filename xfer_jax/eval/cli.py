@@ -12,7 +12,7 @@ import json
 import pathlib
 import sys
 
-from xfer_jax.data import fetch
+from xfer_jax.data.registry import default_cache_root
 from xfer_jax.eval import report
 
 KINDS = ("ppl", "choice", "generate", "codeswitch", "judge")
@@ -113,7 +113,7 @@ def run_ppl(args) -> int:
             raise ValueError(f"--heldout {entry!r}: expected LANG=PATH")
         files.setdefault(lang, []).append(path)
     if not files:
-        files = {lang: [str(fetch.default_cache_root() / "corpus" / lang / "heldout.txt")]
+        files = {lang: [str(default_cache_root() / "corpus" / lang / "heldout.txt")]
                  for lang in args.languages.split(",")}
     runs = {}
     for name, ckpt, tok in [("model", args.ckpt, args.tokenizer)] + (
@@ -207,7 +207,7 @@ def run_judge(args) -> int:
     records = [{**r, "reference": r.get("reference", r.get("output"))} for r in _read_jsonl(args.generations)]
     client = ChatClient(args.url, args.model, api_key_env=args.api_key_env, max_tokens=args.max_tokens,
                         timeout=args.timeout, retries=args.retries, requests_per_minute=args.requests_per_minute)
-    cache = judge.JudgmentCache(args.cache or fetch.default_cache_root() / "judge_cache.sqlite")
+    cache = judge.JudgmentCache(args.cache or default_cache_root() / "judge_cache.sqlite")
     try:
         judged, rejected = judge.judge(records, client, cache, workers=args.workers, progress=not args.no_progress)
     finally:
@@ -240,10 +240,9 @@ def main(argv: list[str]) -> int:
         from xfer_jax.parallel.launch import maybe_initialize_distributed
 
         maybe_initialize_distributed()
-    from xfer_jax.cli import run_verb
-    from xfer_jax.eval.chat_client import JudgeError
+    from xfer_jax.errors import run_verb
 
-    return run_verb(f"xfer eval {args.kind}", lambda: RUNNERS[args.kind](args), (JudgeError,))
+    return run_verb(f"xfer eval {args.kind}", lambda: RUNNERS[args.kind](args))
 
 
 if __name__ == "__main__":

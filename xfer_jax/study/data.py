@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import pathlib
 
-from xfer_jax.data import fetch, instruct_fetch
+from xfer_jax.data import instruct_fetch
+from xfer_jax.data.corpus import fetch_corpus
+from xfer_jax.data.llama_vocab import fetch_llama_tokenizer
 
 
 def prepare(cache, spec) -> dict[str, str]:
     """{"corpus", "instruct"[, "llama_tokenizer"]}: paths under CACHE for the spec's two languages."""
     cache = pathlib.Path(cache)
-    paths = {"corpus": fetch.fetch_corpus(cache / "corpus", [spec.target_lang, spec.base_lang],
-                                          max_chars=spec.max_chars),
+    paths = {"corpus": fetch_corpus(cache / "corpus", [spec.target_lang, spec.base_lang], max_chars=spec.max_chars),
              "instruct": instruct_fetch.fetch_instruct(cache / "instruct")}
     if spec.tokenizers.base == "llama":
-        paths["llama_tokenizer"] = fetch.fetch_llama_tokenizer(cache / "llama_tokenizer")
+        paths["llama_tokenizer"] = fetch_llama_tokenizer(cache / "llama_tokenizer")
     return {k: str(v) for k, v in paths.items()}
 
 

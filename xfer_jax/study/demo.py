@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 
-from xfer_jax.cli import run_verb
+from xfer_jax.errors import run_verb
 from xfer_jax.study import cli, data, demo_report, export, measure, plots, stage_configs, tokenizers, training
 from xfer_jax.study.runner import RunDir
 
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
         print(run_demo(args.config, args.out or args.config.out_dir, args.cache, args.fresh))
         return 0
 
-    return run_verb("xfer demo", body, cli.ERRORS)
+    return run_verb("xfer demo", body)
 
 
 if __name__ == "__main__":

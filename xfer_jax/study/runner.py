@@ -15,14 +15,13 @@ import time
 from collections.abc import Callable
 
 from xfer_jax import paths
+from xfer_jax.errors import SettingsChanged
 
 RUN_FILE = "run.json"
 DONE_FILE = "done.json"
 TIMES_FILE = "timings.json"
 
 
-class SettingsChanged(ValueError):
-    """The run directory was made with other settings; continuing would mix two experiments."""
 
 
 def differences(old, new, prefix: str = "") -> list[str]:

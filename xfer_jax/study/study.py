@@ -23,7 +23,7 @@ import sys
 import jax
 from absl import flags as absl_flags
 
-from xfer_jax.cli import run_verb
+from xfer_jax.errors import run_verb
 from xfer_jax.study import cli, data, grid as grid_lib, measure, stage_configs, study_report, tokenizers, training
 from xfer_jax.study.runner import RunDir
 
@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
         print(run_study(spec, out, args.cache, args.fresh)["markdown"])
         return 0
 
-    return run_verb("xfer study", body, cli.ERRORS)
+    return run_verb("xfer study", body)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from xfer_jax.cli import run_verb
+from xfer_jax.errors import run_verb
 from xfer_jax.model import params as model_params
 from xfer_jax.model.shapes import SHAPES, get_shape
 from xfer_jax.parallel import mesh as mesh_lib

@@ -2,7 +2,7 @@
 import sys
 
 from xfer_jax import config_files
-from xfer_jax.cli import run_verb
+from xfer_jax.errors import run_verb
 from xfer_jax.parallel.launch import maybe_initialize_distributed
 
 

@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding
 from tqdm import tqdm
 
 from xfer_jax import checkpoint, paths
+from xfer_jax.errors import Interrupted
 from xfer_jax.data import pipeline
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.model import params as model_params
@@ -32,15 +33,6 @@ from xfer_jax.train import metrics as metrics_lib
 from xfer_jax.train import lora_setup, optim, state as state_lib, step as step_lib
 
 RUN_FIELDS = checkpoint.RUN_FIELDS  # model.* keys that say how to run the model, not what it is
-
-
-class Interrupted(Exception):
-    """Raised after a signal-triggered save; carries the exit code (128 + signal number)."""
-
-    def __init__(self, signum: int, step: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint saved, "
-                         f"run the same command again to resume")
-        self.exit_code = 128 + signum
 
 
 def model_config(config, tokenizer: Tokenizer) -> LlamaConfig:
