@@ -1,23 +1,24 @@
-"""`xfer <verb> ...`: one entry point; each verb lives in its own module and is imported only when used.
+"""`xfer <verb> ...`: the verb table and nothing else; each verb's `<package>/cli.py` is imported only when used.
 
-Every verb module exposes `main(argv: list[str]) -> int`, so `xfer convert ...` and
-`python -m xfer_jax.convert.cli ...` behave the same.
+A verb is "module:function", the function taking argv and returning the exit code; the module's `main` is
+the package's first verb, so `xfer convert ...` and `python -m xfer_jax.convert.cli ...` behave the same.
+Nothing imports this module (user errors and `run_verb` live in xfer_jax/errors.py).
 """
 import importlib
 import sys
 
 VERBS = {
-    "convert": ("xfer_jax.convert.cli", "HF <-> Orbax checkpoint conversion"),
-    "data": ("xfer_jax.data.cli", "fetch corpora, tokenise sources into ArrayRecord shards"),
-    "train": ("xfer_jax.train.cli", "further pretraining / training on any mesh (ml_collections config)"),
-    "bench": ("xfer_jax.train.bench", "time the train step on synthetic tokens (tokens/s, TFLOP/s, MFU)"),
-    "vocab": ("xfer_jax.vocab.cli", "vocabulary extension: train, merge, extend a checkpoint, report efficiency"),
-    "parity": ("xfer_jax.convert.parity", "random tiny LLaMA -> HF export -> transformers logit parity"),
-    "sweep": ("xfer_jax.sweep_cli", "time the train step over meshes x shapes x batches (CSV, plots); --plan: memory"),
-    "eval": ("xfer_jax.eval.cli", "ppl/bits per char, exams, generation, code-switching, judge (JSON + Markdown report)"),
-    "serve": ("xfer_jax.eval.serve", "a checkpoint behind the OpenAI chat API (/v1/chat/completions)"),
-    "demo": ("xfer_jax.study.demo", "the transfer pipeline end to end on real text, on a CPU in minutes"),
-    "study": ("xfer_jax.study.study", "the paper's arms as a resumable grid, gathered into one report"),
+    "convert": ("xfer_jax.convert.cli:main", "HF <-> Orbax checkpoint conversion"),
+    "data": ("xfer_jax.data.cli:main", "fetch corpora, tokenise sources into ArrayRecord shards"),
+    "train": ("xfer_jax.train.cli:main", "further pretraining / training on any mesh (ml_collections config)"),
+    "bench": ("xfer_jax.train.bench:main", "time the train step on synthetic tokens (tokens/s, TFLOP/s, MFU)"),
+    "vocab": ("xfer_jax.vocab.cli:main", "vocabulary extension: train, merge, extend a checkpoint, report efficiency"),
+    "parity": ("xfer_jax.convert.parity:main", "random tiny LLaMA -> HF export -> transformers logit parity"),
+    "sweep": ("xfer_jax.sweep_cli:main", "time the train step over meshes x shapes x batches (CSV, plots); --plan: memory"),
+    "eval": ("xfer_jax.eval.cli:main", "ppl/bits per char, exams, generation, code-switching, judge (JSON + Markdown report)"),
+    "serve": ("xfer_jax.eval.serve:main", "a checkpoint behind the OpenAI chat API (/v1/chat/completions)"),
+    "demo": ("xfer_jax.study.demo:main", "the transfer pipeline end to end on real text, on a CPU in minutes"),
+    "study": ("xfer_jax.study.study:main", "the paper's arms as a resumable grid, gathered into one report"),
 }
 
 
@@ -36,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"xfer: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(VERBS[verb][0])
-    return module.main(rest) or 0
+    module, function = VERBS[verb][0].split(":")
+    return getattr(importlib.import_module(module), function)(rest) or 0
 
 
 if __name__ == "__main__":
