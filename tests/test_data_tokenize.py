@@ -25,7 +25,7 @@ def small_corpus(corpus_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def shards(small_corpus, llama_tokenizer, tmp_path_factory):
     out = tmp_path_factory.mktemp("tokens")
-    argv = ["tokenize", "--out", str(out), "--tokenizer", str(llama_tokenizer), "--shard-tokens", "20000"]
+    argv = ["tokenize", "--out", str(out), "--tokenizer", str(llama_tokenizer), "--shard_tokens", "20000"]
     for lang in LANGS:
         argv += ["--source", f"lang={lang},path={small_corpus / f'{lang}.txt'},format=text"]
     assert cli.main(argv) == 0

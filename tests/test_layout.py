@@ -8,11 +8,12 @@ import pathlib
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "xfer_jax"
 MAX_LINES = 450
 
-# What each room may import from xfer_jax (its own room always). The bottom: errors and paths.
-BOTTOM = {"errors", "paths"}
+# What each room may import from xfer_jax (its own room always). The bottom: errors, paths and cli_args.
+BOTTOM = {"errors", "paths", "cli_args"}
 ALLOWED = {
     "errors": set(),
     "paths": set(),
+    "cli_args": set(),
     "config_files": BOTTOM,
     "parallel": BOTTOM,
     "model": BOTTOM | {"parallel"},

@@ -10,7 +10,7 @@ from xfer_jax.model import params as model_params
 from xfer_jax.model.llama import init_cache
 from xfer_jax.model.shapes import get_shape
 from xfer_jax.parallel import mesh as mesh_lib
-from xfer_jax.parallel.sharding import param_shardings
+from xfer_jax.model.sharding import param_shardings
 
 TOKENS = np.random.RandomState(0).randint(0, 512, size=(2, 13))
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from xfer_jax.study import grid as grid_lib, stage_configs, study, training
+from xfer_jax.study import cli as study_cli, grid as grid_lib, stage_configs, study, training
 from xfer_jax.study.runner import SettingsChanged
 
 
@@ -104,7 +104,7 @@ def test_micro_study_reports_and_resumes(corpus_dir, instruct_dir, tmp_path, mon
 def test_cli_refuses_a_directory_it_did_not_make(tmp_path, capsys):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "notes.txt").write_text("mine")
-    assert study.main(["--out", str(tmp_path / "x"), "--fresh"]) == 1
+    assert study_cli.main(["--out", str(tmp_path / "x"), "--fresh"]) == 1
     assert "holds no run.json" in capsys.readouterr().err
     assert (tmp_path / "x" / "notes.txt").exists()
-    assert study.main(["--config.nope=1"]) == 2
+    assert study_cli.main(["--config.nope=1"]) == 2

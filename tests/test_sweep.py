@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xfer_jax import sweep, sweep_cli
+from xfer_jax.perf import cli as perf_cli, sweep
 from xfer_jax.model import params as model_params
 from xfer_jax.model.shapes import get_shape
 from xfer_jax.parallel import mesh as mesh_lib
-from xfer_jax.parallel.planner import plan_memory
+from xfer_jax.perf.planner import plan_memory
 from xfer_jax.parallel.rules import DEFAULT_RULES
-from xfer_jax.parallel.sharding import param_shardings
+from xfer_jax.model.sharding import param_shardings
 from xfer_jax.train import optim, state as state_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def test_plan_matches_the_sharded_train_state(mesh, param_dtype, moment_dtype, t
 
 def test_plan_of_a_pod_needs_no_devices(tmp_path, capsys):
     out = tmp_path / "plan"
-    assert sweep_cli.main(["--plan", "--shapes", "llama2_7b", "--meshes", "1x256x1,1x64x4", "--batch_sizes", "256",
+    assert perf_cli.sweep_main(["--plan", "--shapes", "llama2_7b", "--meshes", "1x256x1,1x64x4", "--batch_sizes", "256",
                            "--seq_len", "4096", "--remat", "full", "--device_memory_gb", "95", "--out", str(out)]) == 0
     rows = sweep.read_csv(out / "sweep.csv")
     fsdp = next(r for r in rows if r["mesh"] == "1x256x1")
@@ -71,7 +71,7 @@ def test_plan_of_a_pod_needs_no_devices(tmp_path, capsys):
 def test_sweep_measures_writes_csv_and_plots(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "sweep"
-    assert sweep_cli.main(["--shapes", "tiny", "--meshes", "2x2x2,1x16x1", "--batch_sizes", "8",
+    assert perf_cli.sweep_main(["--shapes", "tiny", "--meshes", "2x2x2,1x16x1", "--batch_sizes", "8",
                            "--seq_len", "64", "--dtype", "float32", "--steps", "2", "--warmup", "0",
                            "--out", str(out)]) == 0
     rows = {r["mesh"]: r for r in sweep.read_csv(out / "sweep.csv")}

@@ -16,7 +16,7 @@ from xfer_jax.data import pipeline
 from xfer_jax.model.shapes import get_shape
 from xfer_jax.parallel import mesh as mesh_lib
 from xfer_jax.parallel import rules as rules_lib
-from xfer_jax.parallel.sharding import init_sharded, param_shardings
+from xfer_jax.model.sharding import init_sharded, param_shardings
 from xfer_jax.model import params as model_params
 from xfer_jax.train import optim, state as state_lib, step as step_lib
 from xfer_jax.train.loop import train

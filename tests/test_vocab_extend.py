@@ -20,7 +20,7 @@ from xfer_jax.data.sources import SourceSpec
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.model import params as model_params
 from xfer_jax.parallel.mesh import make_mesh
-from xfer_jax.parallel.sharding import param_shardings
+from xfer_jax.model.sharding import param_shardings
 from xfer_jax.train.loop import train
 from xfer_jax.vocab.merge import MergeOptions, merge_files, padding_ids
 from xfer_jax.vocab.resize import STRATEGIES, ExtendOptions, base_segments, extend

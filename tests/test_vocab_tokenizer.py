@@ -170,7 +170,7 @@ def test_cli_train_merge_report(corpus_dir, llama_tokenizer, tmp_path, capsys):
     assert '"added": 300' in capsys.readouterr().out
     assert Tokenizer.load(merged).vocab_size == 32320 and (tmp_path / "merged_hf" / "tokenizer_config.json").exists()
     assert cli.main(["vocab", "report", "--tokenizer", f"base={llama_tokenizer}", "--tokenizer", f"merged={merged}",
-                     "--corpus", str(corpus_dir), "--langs", "zh,en", "--out", str(tmp_path / "r")]) == 0
+                     "--corpus", str(corpus_dir), "--languages", "zh,en", "--out", str(tmp_path / "r")]) == 0
     assert "| zh |" in capsys.readouterr().out and (tmp_path / "r.json").exists()
     assert cli.main(["vocab", "report", "--tokenizer", str(merged), "--corpus", str(corpus_dir)]) == 1
     assert "NAME=PATH" in capsys.readouterr().err

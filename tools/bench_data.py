@@ -1,6 +1,6 @@
 """Data pipeline throughput on the real corpus with LLaMA-2's tokenizer: tokens/s, and tokens per CPU-second.
 
-  python tools/bench_data.py [--langs zh,en,ru,de,fr,ja] [--seq-len 2048] [--batch-size 8] [--batches 200]
+  python tools/bench_data.py [--languages zh,en,ru,de,fr,ja] [--seq_len 2048] [--batch_size 8] [--batches 200]
                              [--workers 0] [--cache .cache]
 
 Three measurements, each after a warm-up batch:
@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from xfer_jax.cli_args import add_flag
 from xfer_jax.data import pipeline
 from xfer_jax.data.corpus import fetch_corpus
 from xfer_jax.data.llama_vocab import fetch_llama_tokenizer
@@ -49,9 +50,9 @@ def measure(data_cfg, tokenizer, batches: int) -> tuple[float, float, float]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--langs", default="zh,en,ru,de,fr,ja")
-    parser.add_argument("--seq-len", type=int, default=2048)
-    parser.add_argument("--batch-size", type=int, default=8)
+    add_flag(parser, "--languages", "--langs", default="zh,en,ru,de,fr,ja")
+    add_flag(parser, "--seq_len", "--seq-len", type=int, default=2048)
+    add_flag(parser, "--batch_size", "--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--packing", default="first_fit")
     parser.add_argument("--workers", type=int, default=0)
@@ -62,7 +63,7 @@ def main(argv: list[str]) -> int:
     cache = pathlib.Path(args.cache)
     corpus, tokenizer_path = fetch_corpus(cache / "corpus"), fetch_llama_tokenizer(cache / "llama_tokenizer")
     tokenizer = Tokenizer.load(tokenizer_path)
-    langs = args.langs.split(",")
+    langs = args.languages.split(",")
     cfg = pipeline.default_data_config()
     cfg.tokenizer, cfg.seq_len, cfg.batch_size = str(tokenizer_path), args.seq_len, args.batch_size
     cfg.packing, cfg.worker_count = args.packing, args.workers

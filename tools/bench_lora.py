@@ -1,11 +1,11 @@
 """LoRA vs full fine-tuning on synthetic tokens: step time, tokens/s, peak memory, what trains, optimizer state.
 
-    python tools/bench_lora.py --shape llama2_7b --mode lora --param_dtype bfloat16 --batch 1 --seq 2048 --remat full
+    python tools/bench_lora.py --shape llama2_7b --mode lora --param_dtype bfloat16 --batch_size 1 --seq_len 2048 --remat full
     python tools/bench_lora.py --shape llama2_7b --mode full --param_dtype bfloat16 --moment_dtype bfloat16 ...
 
 One mode per process, so the peak memory the device reports belongs to that mode alone. It builds the
-trainer's own state (train/state.py, the optimizer over trained parameters only) and compiled step
-(train/step.py, LoRA dropout included) on random weights, times `--steps` steps after `--warmup`, and
+trainer's own state and compiled step (train/setup.py: the optimizer over trained parameters only, LoRA
+dropout included) on random weights, times `--steps` steps after `--warmup`, and
 prints one line plus a JSON record. Modes: full (everything trains), lora (adapters only; a bf16
 `--param_dtype` gives the frozen-bf16-base / fp32-adapter set-up), lora_embed (+ embed_tokens, lm_head).
 MFU uses the trainer's full-training FLOP formula; a frozen base skips its weight gradients (~1/3 of them).
@@ -15,10 +15,13 @@ import json
 
 import jax
 
+from xfer_jax.cli_args import add_flag
 from xfer_jax.model.config import LORA_TARGETS
 from xfer_jax.model.shapes import SHAPES, get_shape
 from xfer_jax.parallel import mesh as mesh_lib
-from xfer_jax.train import bench, metrics, optim
+from xfer_jax.parallel.placement import Placement
+from xfer_jax.perf import bench
+from xfer_jax.train import metrics, optim
 
 TRAINABLE = {"full": [], "lora": [r"_lora_[ab]$"], "lora_embed": [r"_lora_[ab]$", "^embed_tokens$", "^lm_head$"]}
 
@@ -32,8 +35,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=32.0)
     p.add_argument("--dropout", type=float, default=0.05)
     p.add_argument("--targets", default=",".join(LORA_TARGETS))
-    p.add_argument("--batch", type=int, default=1, help="rows per device")
-    p.add_argument("--seq", type=int, default=2048)
+    add_flag(p, "--batch_size", "--batch", type=int, default=1, help="rows per device")
+    add_flag(p, "--seq_len", "--seq", type=int, default=2048)
     p.add_argument("--mesh", default="fsdp=-1", help="e.g. data=1,fsdp=-1,tensor=1")
     p.add_argument("--dtype", default="bfloat16", help="compute dtype")
     p.add_argument("--param_dtype", default="float32", help="dtype of the stored weights (the frozen base for LoRA)")
@@ -50,7 +53,7 @@ def model_config(args):
     lora = {} if args.mode == "full" else dict(lora_rank=args.rank, lora_alpha=args.alpha, lora_dropout=args.dropout,
                                                lora_targets=tuple(args.targets.split(",")))
     return get_shape(args.shape, vocab_size=args.vocab_size, dtype=args.dtype, param_dtype=args.param_dtype,
-                     remat=args.remat, attention=args.attention, max_position_embeddings=max(args.seq, 2048), **lora)
+                     remat=args.remat, attention=args.attention, max_position_embeddings=max(args.seq_len, 2048), **lora)
 
 
 def run(args) -> dict:
@@ -58,17 +61,17 @@ def run(args) -> dict:
     cfg = model_config(args)
     optim_cfg = optim.default_optim_config()
     optim_cfg.moment_dtype = args.moment_dtype
-    rows = args.batch * mesh.size
-    timing = bench.time_train_step(cfg, mesh, bench.synthetic_batch(rows, args.seq, cfg.vocab_size, 0),
+    rows = args.batch_size * mesh.size
+    timing = bench.time_train_step(cfg, Placement(mesh), bench.synthetic_batch(rows, args.seq_len, cfg.vocab_size, 0),
                                    optim_cfg=optim_cfg, loss_chunk=args.loss_chunk, warmup=args.warmup,
                                    steps=args.steps, trainable=tuple(TRAINABLE[args.mode]))
     seconds, memory = timing["step_s"], timing["memory"]
     return {
         "shape": args.shape, "mode": args.mode, "rank": 0 if args.mode == "full" else args.rank,
-        "param_dtype": args.param_dtype, "dtype": args.dtype, "remat": args.remat, "batch_per_device": args.batch,
-        "seq": args.seq, "devices": mesh.size, "device_kind": jax.devices()[0].device_kind,
+        "param_dtype": args.param_dtype, "dtype": args.dtype, "remat": args.remat, "batch_per_device": args.batch_size,
+        "seq": args.seq_len, "devices": mesh.size, "device_kind": jax.devices()[0].device_kind,
         "compile_s": timing["compile_s"], "step_s": seconds, "loss": timing["loss"], **timing["sizes"],
-        **metrics.throughput(cfg, args.seq, rows * args.seq, seconds, mesh.size), **metrics.memory_gb(),
+        **metrics.throughput(cfg, args.seq_len, rows * args.seq_len, seconds, mesh.size), **metrics.memory_gb(),
         "compiled_temp_gb": None if memory is None else memory.temp_size_in_bytes / 1e9,
     }
 

@@ -13,8 +13,8 @@ J="$out/benchmarks.jsonl"
 ours() { python3 -m xfer_jax.cli bench --jsonl "$J" "$@" 2>&1 | grep -v "^{"; }
 if [[ $what == ours || $what == all ]]; then
   python3 tools/check_attention.py --impl cudnn
-  ours --shape tinyllama_1b --batch 8 --attention cudnn --no_scan
-  ours --shape llama2_7b_l8 --batch 4 --attention cudnn --no_scan
+  ours --shape tinyllama_1b --batch_size 8 --attention cudnn --no_scan
+  ours --shape llama2_7b_l8 --batch_size 4 --attention cudnn --no_scan
 fi
 if [[ $what == peers || $what == all ]]; then
   for shape_batch in "tinyllama_1b 8" "llama2_7b_l8 4"; do

@@ -14,7 +14,7 @@ import argparse
 import pathlib
 import sys
 
-from xfer_jax import sweep, sweep_cli
+from xfer_jax.perf import plots, sweep
 
 
 def best_rows(rows: list[dict]) -> list[dict]:
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
     for kind in sorted({r["device_kind"] for r in rows if r["status"] == "ok"}):  # plan-only rows have no kind
         folder = args.out / kind.replace(" ", "_")
         folder.mkdir(parents=True, exist_ok=True)
-        sweep_cli.plot([r for r in rows if r["device_kind"] == kind], folder)
+        plots.plot([r for r in rows if r["device_kind"] == kind], folder)
     print(markdown(best_rows(rows)))
     print(f"\nmerged {len(rows)} rows -> {args.out / 'sweep.csv'}; plots per device kind under {args.out}")
     return 0

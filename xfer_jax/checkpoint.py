@@ -4,7 +4,8 @@
       tokenizer.model           the sentencepiece model the checkpoint's vocabulary belongs to (optional)
       <step>/params/            Orbax PyTree of the parameter dict (see xfer_jax.model.params)
       <step>/meta/              JSON: model config, step, format version, and whatever the stage adds
-      <step>/<other items>/     the trainer adds optimizer state and data-iterator state as more items
+      <step>/opt_state/         a train state's optimizer state (save_train_state; only the trained parameters')
+      <step>/data/              a train state's data-iterator position, one file per process
 
 Steps are written by Orbax's CheckpointManager, which commits a step only once every item is on disk, so a
 step half-written when a process died is never listed as the latest. Restoring takes target shardings, so a
@@ -15,6 +16,7 @@ import json
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -61,6 +63,37 @@ def save(ckpt_dir, cfg: LlamaConfig, params: dict, *, step: int = 0, tokenizer: 
     if tokenizer is not None:
         paths.copy_file(tokenizer, ckpt_dir / TOKENIZER_FILE)
     return ckpt_dir
+
+
+def save_train_state(mgr: ocp.CheckpointManager, step: int, state: dict, *, cfg: LlamaConfig, data_args,
+                     tokenizer: str | pathlib.Path | None = None, force: bool = False, **extra_meta) -> None:
+    """Step `step` of a run: params, opt_state, meta (model config, step, skipped updates, `extra_meta`) and the
+    data iterator's position (`data_args`, its Orbax save args). `tokenizer` is copied beside the steps
+    (process 0), as the first save of a run does. With async saving, commits after `mgr.wait_until_finished`."""
+    if tokenizer is not None and jax.process_index() == 0:
+        paths.copy_file(tokenizer, pathlib.Path(mgr.directory) / TOKENIZER_FILE)
+    meta = meta_dict(cfg, step, skipped=int(state["skipped"]), **extra_meta)
+    mgr.save(step, force=force, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state["params"]),
+        opt_state=ocp.args.StandardSave(state["opt_state"]),
+        meta=ocp.args.JsonSave(meta),
+        data=data_args,
+    ))
+
+
+def restore_train_state(mgr: ocp.CheckpointManager, step: int, abstract_state: dict, data_args) -> dict:
+    """The train state {step, params, opt_state, skipped} saved at `step`, each leaf in the sharding of
+    `abstract_state` (any mesh); `data_args` (the iterator's Orbax restore args) restores the data position."""
+    restored = mgr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_state["params"]),
+        opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]),
+        meta=ocp.args.JsonRestore(),
+        data=data_args,
+    ))
+    meta = restored["meta"]
+    put = lambda key: jax.device_put(jnp.asarray(meta[key], jnp.int32), abstract_state[key].sharding)  # noqa: E731
+    return {"step": put("step"), "params": restored["params"], "opt_state": restored["opt_state"],
+            "skipped": put("skipped")}
 
 
 def check_writable(ckpt_dir, step: int, overwrite: bool) -> None:

@@ -11,14 +11,14 @@ VERBS = {
     "convert": ("xfer_jax.convert.cli:main", "HF <-> Orbax checkpoint conversion"),
     "data": ("xfer_jax.data.cli:main", "fetch corpora, tokenise sources into ArrayRecord shards"),
     "train": ("xfer_jax.train.cli:main", "further pretraining / training on any mesh (ml_collections config)"),
-    "bench": ("xfer_jax.train.bench:main", "time the train step on synthetic tokens (tokens/s, TFLOP/s, MFU)"),
+    "bench": ("xfer_jax.perf.cli:bench_main", "time the train step on synthetic tokens (tokens/s, TFLOP/s, MFU)"),
     "vocab": ("xfer_jax.vocab.cli:main", "vocabulary extension: train, merge, extend a checkpoint, report efficiency"),
-    "parity": ("xfer_jax.convert.parity:main", "random tiny LLaMA -> HF export -> transformers logit parity"),
-    "sweep": ("xfer_jax.sweep_cli:main", "time the train step over meshes x shapes x batches (CSV, plots); --plan: memory"),
+    "parity": ("xfer_jax.convert.cli:parity_main", "random tiny LLaMA -> HF export -> transformers logit parity"),
+    "sweep": ("xfer_jax.perf.cli:sweep_main", "time the train step over meshes x shapes x batches (CSV, plots); --plan: memory"),
     "eval": ("xfer_jax.eval.cli:main", "ppl/bits per char, exams, generation, code-switching, judge (JSON + Markdown report)"),
-    "serve": ("xfer_jax.eval.serve:main", "a checkpoint behind the OpenAI chat API (/v1/chat/completions)"),
-    "demo": ("xfer_jax.study.demo:main", "the transfer pipeline end to end on real text, on a CPU in minutes"),
-    "study": ("xfer_jax.study.study:main", "the paper's arms as a resumable grid, gathered into one report"),
+    "serve": ("xfer_jax.eval.cli:serve_main", "a checkpoint behind the OpenAI chat API (/v1/chat/completions)"),
+    "demo": ("xfer_jax.study.cli:demo_main", "the transfer pipeline end to end on real text, on a CPU in minutes"),
+    "study": ("xfer_jax.study.cli:main", "the paper's arms as a resumable grid, gathered into one report"),
 }
 
 

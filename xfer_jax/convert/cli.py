@@ -8,6 +8,7 @@ import sys
 
 from xfer_jax.errors import run_verb
 from xfer_jax.convert import hf, peft
+from xfer_jax.model.shapes import SHAPES
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,6 +59,26 @@ def run(args) -> None:
         modules = None if args.modules_to_save is None else [m for m in args.modules_to_save.split(",") if m]
         peft.orbax_to_peft(args.ckpt, args.out, step=args.step, base_out=args.base_out,
                            modules_to_save=modules, base_model=args.base_model, overwrite=args.overwrite)
+
+
+# `xfer parity`: a random LLaMA through our checkpoint and exporter into transformers, and the logit gap
+# (the work is xfer_jax/convert/parity.py's).
+def parity_parser(description: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xfer parity", description=description)
+    p.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
+    p.add_argument("--out", default="runs/parity", help="working directory (checkpoint and HF export)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.model to carry (its size sets the vocabulary)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--atol", type=float, default=1e-4, help="largest allowed |logit difference|")
+    return p
+
+
+def parity_main(argv: list[str]) -> int:
+    """`xfer parity`: 0 when our logits match transformers' within --atol, else 1."""
+    from xfer_jax.convert import parity
+
+    args = parity_parser(parity.__doc__).parse_args(argv)
+    return parity.check(args.shape, args.out, args.tokenizer, seed=args.seed, atol=args.atol)
 
 
 if __name__ == "__main__":

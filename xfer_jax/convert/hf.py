@@ -1,9 +1,9 @@
 """Hugging Face LLaMA directories ⇄ xfer_jax checkpoints, tensor by tensor.
 
-HF stores each linear layer as [out, in] per layer; we store [in, ..., out] with all layers stacked
-(`xfer_jax.model.llama.layer_param_specs`). The table below says, for every parameter, which HF tensor
-it is and how many leading axes of ours are the matmul's input; the transform is then a transpose plus a
-reshape, the same rule both ways. RoPE needs no permutation: our q/k keep HF's rotate-half layout.
+HF stores each linear layer as [out, in] per layer; we store [in, ..., out] with all layers stacked. The
+family table (`xfer_jax.model.family`) says, for every parameter, which HF tensor it is and how many leading
+axes of ours are the matmul's input (`n_in`); the transform is then a transpose plus a reshape, the same rule
+both ways. RoPE needs no permutation: our q/k keep HF's rotate-half layout.
 
 Host memory holds at most one copy of the model: reading maps the source files and fills one stacked array
 at a time; writing produces one HF tensor at a time straight into its shard file.
@@ -20,31 +20,15 @@ import numpy as np
 from xfer_jax import checkpoint, paths
 from xfer_jax.convert import hf_tokenizer
 from xfer_jax.convert.safetensors_io import SafetensorsFile, write_shard
-from xfer_jax.model import lora_params, params as model_params
+from xfer_jax.model import family, lora_params, params as model_params
 from xfer_jax.model.config import LlamaConfig
 
-# our name -> (HF name, number of our leading axes that are the matmul input; None = same layout)
-TOP_LEVEL = {
-    "embed_tokens": ("model.embed_tokens.weight", None),
-    "norm": ("model.norm.weight", None),
-    "lm_head": ("lm_head.weight", 1),
-}
-PER_LAYER = {
-    "input_layernorm": ("input_layernorm.weight", None),
-    "q_proj": ("self_attn.q_proj.weight", 1),
-    "k_proj": ("self_attn.k_proj.weight", 1),
-    "v_proj": ("self_attn.v_proj.weight", 1),
-    "o_proj": ("self_attn.o_proj.weight", 2),
-    "post_attention_layernorm": ("post_attention_layernorm.weight", None),
-    "gate_proj": ("mlp.gate_proj.weight", 1),
-    "up_proj": ("mlp.up_proj.weight", 1),
-    "down_proj": ("mlp.down_proj.weight", 1),
-}
 # Buffers some exporters save that carry no parameters.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 
 
+# n_in: how many of our leading axes are the matmul's input (family.Param.n_in); None: HF's layout is ours.
 def hf_shape(ours: tuple[int, ...], n_in: int | None) -> tuple[int, ...]:
     return ours if n_in is None else (math.prod(ours[n_in:]), math.prod(ours[:n_in]))
 
@@ -58,19 +42,18 @@ def to_hf(ours: np.ndarray, n_in: int | None) -> np.ndarray:
 
 
 def tensor_plan(cfg: LlamaConfig) -> list[tuple[str, tuple, tuple[int, ...], int | None]]:
-    """Every HF tensor in HF order: (HF name, our path, our per-tensor shape, n_in).
+    """Every HF tensor in HF order: (HF name, our path, our per-tensor shape, n_in), from the family table.
 
-    Our path is ("layers", name, i) for layer i of a stacked parameter, else (name,).
+    Our path is ("layers", name, i) for layer i of a stacked parameter, else (name,). HF's order is the table's,
+    with the stacked rows written out once per layer where the first of them stands.
     """
-    abstract = model_params.abstract_params(cfg)
-    plan = [("model.embed_tokens.weight", ("embed_tokens",), abstract["embed_tokens"].shape, None)]
+    rows = family.table(cfg)
+    stacked = [p for p in rows if p.stacked]
+    start = rows.index(stacked[0])
+    plan = [(p.hf_name(), (p.name,), p.shape(cfg), p.n_in) for p in rows[:start]]
     for i in range(cfg.num_layers):
-        for name, (suffix, n_in) in PER_LAYER.items():
-            plan.append((f"model.layers.{i}.{suffix}", ("layers", name, i), abstract["layers"][name].shape[1:], n_in))
-    plan.append(("model.norm.weight", ("norm",), abstract["norm"].shape, None))
-    if not cfg.tie_word_embeddings:
-        plan.append(("lm_head.weight", ("lm_head",), abstract["lm_head"].shape, 1))
-    return plan
+        plan += [(p.hf_name(i), ("layers", p.name, i), p.shape(cfg)[1:], p.n_in) for p in stacked]
+    return plan + [(p.hf_name(), (p.name,), p.shape(cfg), p.n_in) for p in rows[start:] if not p.stacked]
 
 
 class HFWeights:

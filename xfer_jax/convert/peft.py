@@ -22,11 +22,13 @@ import numpy as np
 from xfer_jax import checkpoint, paths
 from xfer_jax.convert import hf
 from xfer_jax.convert.safetensors_io import write_shard
-from xfer_jax.model import lora, lora_params
+from xfer_jax.model import family, lora_params
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-SAVABLE = {"embed_tokens": "base_model.model.model.embed_tokens.weight", "lm_head": "base_model.model.lm_head.weight"}
+PREFIX = "base_model.model."  # PEFT's name of a module = this + its HF name
+# What modules_to_save can carry besides the adapters: the model's top-level matrices (embedding, LM head).
+SAVABLE = {p.name: PREFIX + p.hf_name() for p in family.LLAMA if not p.stacked and p.kind != "norm"}
 
 
 def adapter_config(cfg, modules_to_save: list[str], base_model: str | None) -> dict:
@@ -44,18 +46,18 @@ def adapter_config(cfg, modules_to_save: list[str], base_model: str | None) -> d
 
 def tensor_plan(cfg, params: dict, modules_to_save: list[str]) -> list[tuple]:
     """(PEFT name, shape, dtype, function producing the array) for every tensor of the adapter file."""
-    plan = []
+    plan, rows = [], family.by_name(cfg)
     for i in range(cfg.num_layers):
         for name in cfg.lora_targets:
-            module = f"base_model.model.model.layers.{i}.{hf.PER_LAYER[name][0].removesuffix('.weight')}"
+            module = PREFIX + rows[name].hf_name(i).removesuffix(".weight")
             a, b = params["layers"][f"{name}_lora_a"], params["layers"][f"{name}_lora_b"]
-            n_in = lora.num_input_axes(name)
+            n_in = rows[name].n_in
             plan.append((f"{module}.lora_A.weight", (cfg.lora_rank, math.prod(a.shape[1:-1])), a.dtype,
                          lambda a=a, i=i, n=n_in: hf.to_hf(a[i], n)))
             plan.append((f"{module}.lora_B.weight", (math.prod(b.shape[2:]), cfg.lora_rank), b.dtype,
                          lambda b=b, i=i: hf.to_hf(b[i], 1)))
     for name in modules_to_save:
-        n_in = hf.TOP_LEVEL[name][1]
+        n_in = rows[name].n_in
         plan.append((SAVABLE[name], hf.hf_shape(params[name].shape, n_in), params[name].dtype,
                      lambda name=name, n=n_in: hf.to_hf(params[name], n)))
     return plan

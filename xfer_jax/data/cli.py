@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from xfer_jax import config_files
+from xfer_jax.cli_args import add_flag
 from xfer_jax.data.catalogue import DEFAULT_LANGUAGES, known_languages
 from xfer_jax.data.corpus import DEFAULT_MAX_CHARS, fetch_corpus
 from xfer_jax.data.llama_vocab import fetch_llama_tokenizer
@@ -52,11 +53,11 @@ def tokenize_main(argv: list[str]) -> int:
     parser.add_argument("--tokenizer", help="sentencepiece .model (overrides the config's)")
     parser.add_argument("--source", action="append", type=parse_source, default=[],
                         help="lang=..,path=..,format=..,text_field=.. (repeatable; replaces the config's sources)")
-    parser.add_argument("--no-bos", action="store_true", help="do not prepend BOS to each document")
-    parser.add_argument("--no-eos", action="store_true", help="do not append EOS to each document")
+    add_flag(parser, "--no_bos", "--no-bos", action="store_true", help="do not prepend BOS to each document")
+    add_flag(parser, "--no_eos", "--no-eos", action="store_true", help="do not append EOS to each document")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad record instead of skipping it")
     parser.add_argument("--threads", type=int, default=1, help="sentencepiece encoding threads")
-    parser.add_argument("--shard-tokens", type=int, default=50_000_000, help="tokens per output shard")
+    add_flag(parser, "--shard_tokens", "--shard-tokens", type=int, default=50_000_000, help="tokens per output shard")
     args = parser.parse_args(argv)
 
     data_cfg = load_config(args.config) if args.config else None

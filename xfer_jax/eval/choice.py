@@ -18,7 +18,8 @@ from tqdm import tqdm
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.eval import report
 from xfer_jax.eval.exams import Exam, Question
-from xfer_jax.eval.scoring import Runner, bucket
+from xfer_jax.eval.scoring import bucket
+from xfer_jax.forward import LoadedModel
 
 HEADERS = {"mmlu": "The following are multiple choice questions (with answers) about {subject}.\n\n",
            "ceval": "以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n"}
@@ -91,7 +92,7 @@ def rows_of(request: Request) -> list[tuple[list[int], list[int], list[int], int
             for option, c in enumerate(conts)]
 
 
-def score(runner: Runner, requests: list[Request], batch_size: int, progress: bool) -> list[np.ndarray]:
+def score(model: LoadedModel, requests: list[Request], batch_size: int, progress: bool) -> list[np.ndarray]:
     """Summed log-likelihood of each continuation of each request."""
     rows = [(i, row) for i, r in enumerate(requests) for row in rows_of(r)]
     rows.sort(key=lambda item: len(item[1][0]))  # similar lengths share a batch
@@ -103,7 +104,7 @@ def score(runner: Runner, requests: list[Request], batch_size: int, progress: bo
         tokens, qpos, qtok = (np.zeros((batch_size, n), np.int32) for n in (length, width, width))
         for b, (_, (toks, pos, tok, _)) in enumerate(chunk):
             tokens[b, :len(toks)], qpos[b, :len(pos)], qtok[b, :len(tok)] = toks, pos, tok
-        logp = runner.logprobs(tokens, qpos, qtok)
+        logp = model.logprobs(tokens, qpos, qtok)
         for b, (i, (_, pos, _, option)) in enumerate(chunk):
             if option is None:
                 sums[i][:] = logp[b, :len(pos)]
@@ -126,7 +127,7 @@ def evaluate(model, tokenizer: Tokenizer, exam: Exam, *, shots: int, mode: str =
     requests = [build_request(exam, q, tokenizer, shots, mode, max_len) for q in questions]
     if not requests:
         raise ValueError(f"no question to score ({len(exam.skipped)} skipped)")
-    sums = score(Runner(model), requests, batch_size, progress)
+    sums = score(model, requests, batch_size, progress)
     predictions = []
     for r, s in zip(requests, sums):
         pred = {"where": r.question.where, "subject": r.question.subject, "answer": r.question.answer,

@@ -6,6 +6,8 @@
     xfer eval generate --ckpt ckpts/tuned --prompts prompts.jsonl --template alpaca
     xfer eval codeswitch --generations runs/eval/generate/generations.jsonl --lang zh
     xfer eval judge --generations runs/eval/generate/generations.jsonl --url http://localhost:8000/v1 --model judge
+
+`xfer serve` (serve_main) is parsed here too, with the same checkpoint flags; its server is xfer_jax/eval/serve.py.
 """
 import argparse
 import json
@@ -97,10 +99,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def load_model(args, ckpt: str, tokenizer: str | None):
-    from xfer_jax.eval import models
+    from xfer_jax import forward
+    from xfer_jax.parallel import mesh as mesh_lib
 
-    return models.load(ckpt, mesh=models.parse_mesh(args.mesh), tokenizer=tokenizer, dtype=args.dtype,
-                       param_dtype=args.param_dtype)
+    return forward.load_with_tokenizer(ckpt, mesh=mesh_lib.parse_mesh(args.mesh), tokenizer=tokenizer,
+                                       dtype=args.dtype, param_dtype=args.param_dtype)
 
 
 def run_ppl(args) -> int:
@@ -243,6 +246,37 @@ def main(argv: list[str]) -> int:
     from xfer_jax.errors import run_verb
 
     return run_verb(f"xfer eval {args.kind}", lambda: RUNNERS[args.kind](args))
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    """`xfer serve`'s flags (the server is xfer_jax/eval/serve.py)."""
+    from xfer_jax.eval import prompts, serve
+
+    p = argparse.ArgumentParser(prog="xfer serve", description=serve.__doc__.split("\n")[0])
+    p.add_argument("--template", default="alpaca", choices=[t for t in prompts.TEMPLATE_CHOICES if t != "none"])
+    p.add_argument("--name", help="model id the API reports (default: the checkpoint directory's name)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max_tokens", type=int, default=256, help="new tokens when a request does not say")
+    model_args(p, batch_size=False)
+    return p
+
+
+def run_serve(args) -> int:
+    from xfer_jax.eval import serve
+
+    model, tokenizer = load_model(args, args.ckpt, args.tokenizer)
+    name = args.name or args.ckpt.rstrip("/").split("/")[-1]
+    return serve.serve(serve.ChatModel(model, tokenizer, template=args.template, name=name,
+                                       max_tokens=args.max_tokens), args.host, args.port)
+
+
+def serve_main(argv: list[str]) -> int:
+    """`xfer serve --ckpt CKPT [--port 8000] ...`: a checkpoint behind the OpenAI chat API until Ctrl-C."""
+    args = serve_parser().parse_args(argv)
+    from xfer_jax.errors import run_verb
+
+    return run_verb("xfer serve", lambda: run_serve(args))
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ from collections.abc import Iterable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from xfer_jax import forward
 from xfer_jax.eval.sampling import Sampling, choose
-from xfer_jax.eval.scoring import Runner, bucket
+from xfer_jax.eval.scoring import bucket
 from xfer_jax.model import params as model_params
 from xfer_jax.model.llama import init_cache
 
@@ -50,11 +49,6 @@ class Stats:
         return {**dataclasses.asdict(self), "tokens_per_s": self.new_tokens / total if total else 0.0,
                 "decode_tokens_per_s": max(self.new_tokens - self.prompts, 0) / self.decode_s if self.decode_s else 0.0,
                 "prefill_tokens_per_s": self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0}
-
-
-def fetch(x) -> np.ndarray:
-    """A device array as numpy on every process (gathered when other processes hold parts of it)."""
-    return np.asarray(x) if x.is_fully_addressable else np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def stop_ids(tokenizer_eos: int, cfg) -> tuple[int, ...]:
@@ -126,10 +120,10 @@ class Generator:
                  vocab_size: int | None = None, check_every: int = 8, cache_dtype: str | None = None,
                  release_model: bool = False, decode_attention: str = "auto"):
         if decode_attention == "auto":
-            one_device = model.mesh is None or model.mesh.size == 1
+            one_device = model.placement.mesh is None or model.placement.mesh.size == 1
             decode_attention = "pallas" if one_device and jax.default_backend() == "gpu" else "xla"
-        self.runner, self.cfg = Runner(model), model.cfg.replace(decode_attention=decode_attention)
-        with self.runner.context():
+        self.placement, self.cfg = model.placement, model.cfg.replace(decode_attention=decode_attention)
+        with self.placement.context():
             self.layers = model_params.unstack_layers(model.cfg, model.params)
         self.params = {name: value for name, value in model.params.items() if name != "layers"}
         if release_model:
@@ -159,14 +153,14 @@ class Generator:
             tokens[row, length - len(prompt):], valid[row, length - len(prompt):] = prompt, True
         valid[len(prompts):, -1] = True  # unused rows: one inert token, finished from the start
         active = np.arange(self.batch_size) < len(prompts)
-        with self.runner.context():
-            put = self.runner.put
+        with self.placement.context():
+            put = self.placement.put
             return _prefill(self.params, self.layers, put(tokens), put(valid), put(active), self._knobs(sampling), key,
                             cfg=self.cfg, vocab_size=self.vocab_size, cache_dtype=self.cache_dtype,
                             max_new=self.capacity(sampling), greedy=sampling.greedy)
 
     def step(self, state: dict, sampling: Sampling) -> dict:
-        with self.runner.context():
+        with self.placement.context():
             return _step(self.params, self.layers, state, self._knobs(sampling), cfg=self.cfg,
                          vocab_size=self.vocab_size, greedy=sampling.greedy)
 
@@ -217,7 +211,7 @@ class Generator:
         stopped = np.zeros(self.batch_size, bool)
         for t in range(1, sampling.max_new_tokens + 1):
             if t % self.check_every == 0 or t == sampling.max_new_tokens:
-                done, out = fetch(state["done"]), fetch(state["out"])[:, :t]
+                done, out = self.placement.to_host(state["done"]), self.placement.to_host(state["out"])[:, :t]
                 for r in range(rows if stop_fn is not None else 0):
                     if not (stopped[r] or done[r]) and stop_fn(self._until_eos(out[r])) is not None:
                         stopped[r] = True

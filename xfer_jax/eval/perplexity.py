@@ -12,12 +12,11 @@ import math
 
 from tqdm import tqdm
 
-from xfer_jax.eval import report
+from xfer_jax.eval import report, scoring
 from xfer_jax.data import pipeline
 from xfer_jax.data.issues import InputIssues
 from xfer_jax.data.readers import open_source
 from xfer_jax.data.sources import specs_from_config
-from xfer_jax.eval.scoring import Runner
 
 
 def heldout_config(files: dict[str, list[str]], *, seq_len: int, batch_size: int, text_field: str = "text"):
@@ -60,7 +59,6 @@ def language_metrics(nll: float, tokens: float, eval_set, n_bytes: int) -> dict:
 
 def evaluate(model, tokenizer, data_cfg, *, progress: bool = True) -> dict[str, dict]:
     """{lang: metrics} for one loaded model over the held-out sources of `data_cfg`."""
-    runner = Runner(model)
     eval_sets = pipeline.make_eval_batches(data_cfg, tokenizer=tokenizer)
     n_bytes = heldout_bytes(data_cfg)
     total = sum(len(s.batches) for s in eval_sets.values())
@@ -69,7 +67,7 @@ def evaluate(model, tokenizer, data_cfg, *, progress: bool = True) -> dict[str, 
         for lang, eval_set in eval_sets.items():
             nll = weight = 0.0
             for batch in eval_set.batches:
-                batch_nll, batch_weight = runner.loss_sums(batch)
+                batch_nll, batch_weight = scoring.loss_sums(model, batch)
                 nll, weight = nll + batch_nll, weight + batch_weight
                 bar.update(1)
             if int(weight) != eval_set.tokens:

@@ -8,17 +8,14 @@ non-OpenAI top_k and repetition_penalty; temperature defaults to 0 â€” greedy â€
 repeatable answers), GET /v1/models, GET /health. One request generates at a time (stdlib http.server,
 one model); streaming and n > 1 are refused with a 400 that says so.
 """
-import argparse
 import http.server
 import json
-import sys
 import threading
 import time
 import uuid
 
-from xfer_jax.errors import run_verb
 from xfer_jax.data.tokenizer import Tokenizer
-from xfer_jax.eval import cli as eval_cli, prompts
+from xfer_jax.eval import prompts
 from xfer_jax.eval.generate import Generator, stop_ids
 from xfer_jax.eval.sampling import Sampling
 
@@ -124,25 +121,11 @@ def make_server(chat_model: ChatModel, host: str = "127.0.0.1", port: int = 8000
     return http.server.ThreadingHTTPServer((host, port), Handler)
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="xfer serve", description=__doc__.split("\n")[0])
-    p.add_argument("--template", default="alpaca", choices=[t for t in prompts.TEMPLATE_CHOICES if t != "none"])
-    p.add_argument("--name", help="model id the API reports (default: the checkpoint directory's name)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max_tokens", type=int, default=256, help="new tokens when a request does not say")
-    eval_cli.model_args(p, batch_size=False)
-    args = p.parse_args(argv)
-    return run_verb("xfer serve", lambda: serve(args))
-
-
-def serve(args) -> int:
-    model, tokenizer = eval_cli.load_model(args, args.ckpt, args.tokenizer)
-    name = args.name or args.ckpt.rstrip("/").split("/")[-1]
-    server = make_server(ChatModel(model, tokenizer, template=args.template, name=name, max_tokens=args.max_tokens),
-                         args.host, args.port)
+def serve(chat_model: ChatModel, host: str = "127.0.0.1", port: int = 8000) -> int:
+    """Answer `chat_model`'s requests at http://host:port/v1 until Ctrl-C (`xfer serve`, xfer_jax/eval/cli.py)."""
+    server = make_server(chat_model, host, port)
     host, port = server.server_address[:2]
-    print(f"xfer serve: {name} at http://{host}:{port}/v1 (Ctrl-C stops)", flush=True)
+    print(f"xfer serve: {chat_model.name} at http://{host}:{port}/v1 (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -150,6 +133,3 @@ def serve(args) -> int:
     finally:
         server.server_close()
     return 0
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,41 +1,23 @@
 """LLaMA-1/2 in Flax NNX: RMSNorm, rotary embeddings, SwiGLU, grouped-query attention.
 
 Parameter names follow Hugging Face's (`embed_tokens`, `layers.q_proj`, ...), so conversion is a table,
-not a puzzle. q/k projections keep HF's rotate-half RoPE layout: no permutation on import or export.
+not a puzzle: every parameter's shape, axes and HF name is a row of `family.LLAMA`. q/k projections keep HF's rotate-half RoPE layout: no permutation on import or export.
 Every decoder-layer parameter is stacked on a leading `layers` axis and the layers run under `lax.scan`,
 so compile time does not grow with depth. Each parameter carries its logical axis names in the
 `logical_axes` metadata; `xfer_jax.parallel.rules` turns them into shardings.
 """
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from xfer_jax.model import lora
+from xfer_jax.model import family, lora
 from xfer_jax.model.attention import attention, cache_visibility, cached_attention
 from xfer_jax.model.decode_attention import decode_attention, supported as decode_attention_supported
-from xfer_jax.model.lora import PROJECTIONS
 from xfer_jax.model.config import LlamaConfig
 from xfer_jax.parallel.rules import constrain
-
-# name -> (shape from config, logical axes); all but the norms use normal(initializer_range) init.
-def layer_param_specs(cfg: LlamaConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
-    L, E, F = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
-    H, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    return {
-        "input_layernorm": ((L, E), ("layers", "norm")),
-        "q_proj": ((L, E, H, D), ("layers", "embed", "heads", "head_dim")),
-        "k_proj": ((L, E, K, D), ("layers", "embed", "kv_heads", "head_dim")),
-        "v_proj": ((L, E, K, D), ("layers", "embed", "kv_heads", "head_dim")),
-        "o_proj": ((L, H, D, E), ("layers", "heads", "head_dim", "embed")),
-        "post_attention_layernorm": ((L, E), ("layers", "norm")),
-        "gate_proj": ((L, E, F), ("layers", "embed", "mlp")),
-        "up_proj": ((L, E, F), ("layers", "embed", "mlp")),
-        "down_proj": ((L, F, E), ("layers", "mlp", "embed")),
-    }
-
-
-NORMS = ("input_layernorm", "post_attention_layernorm")
 
 _REMAT = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -45,13 +27,14 @@ _REMAT = {
 }
 
 
-def _param(rngs: nnx.Rngs, cfg: LlamaConfig, shape, axes, ones: bool = False) -> nnx.Param:
-    dtype = jnp.dtype(cfg.param_dtype)
-    if ones:
+def _param(rngs: nnx.Rngs, cfg: LlamaConfig, row: family.Param) -> nnx.Param:
+    """A parameter as HF initialises it: norms at 1, everything else normal(initializer_range)."""
+    shape, dtype = row.shape(cfg), jnp.dtype(cfg.param_dtype)
+    if row.kind == "norm":
         value = jnp.ones(shape, dtype)
     else:
         value = cfg.initializer_range * jax.random.normal(rngs.params(), shape, dtype)
-    return nnx.Param(value, logical_axes=axes)
+    return nnx.Param(value, logical_axes=row.axes)
 
 
 def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
@@ -99,8 +82,9 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
     into layer `layer` at slot `index`. Only the new slots are written, so a donated cache is updated in place.
     `visible` (int32 [B, S], or None) selects the fused attention of a single new token (decode_attention.py).
     """
-    keys = [None] * len(PROJECTIONS) if key is None else list(jax.random.split(key, len(PROJECTIONS)))
-    proj = lambda name, h: lora.project(cfg, w, name, h, keys[list(PROJECTIONS).index(name)])  # noqa: E731
+    projections = family.layer_projections(cfg)
+    keys = [None] * len(projections) if key is None else list(jax.random.split(key, len(projections)))
+    proj = lambda name, h: lora.project(cfg, w, name, h, keys[projections.index(name)])  # noqa: E731
 
     groups = cfg.num_heads // cfg.num_kv_heads
     h, factor = _normed(cfg, w, "input_layernorm", x)
@@ -144,12 +128,20 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
     return x if cache is None else (x, (k_all, v_all))
 
 
-def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> dict:
-    """An empty KV cache: k/v [L, B, S, K, D], the next free slot, and which slots hold real tokens."""
+class KVCache(NamedTuple):
+    """What decoding keeps between steps (a pytree: it passes through jit, donation and lax loops whole)."""
+    keys: jax.Array  # [L, B, S, K, D]: every layer's keys, one slot per token
+    values: jax.Array  # [L, B, S, K, D]
+    next_slot: jax.Array  # int32 []: the slot the next token is written to (all rows alike: prompts are left-padded)
+    filled: jax.Array  # bool [B, S]: the slot holds a real token (written, not padding)
+
+
+def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> KVCache:
+    """An empty KV cache of `max_len` slots per row, in `dtype` (the compute dtype by default)."""
     shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
     dtype = jnp.dtype(dtype or cfg.dtype)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "index": jnp.zeros((), jnp.int32),
-            "valid": jnp.zeros((batch, max_len), bool)}
+    return KVCache(keys=jnp.zeros(shape, dtype), values=jnp.zeros(shape, dtype), next_slot=jnp.zeros((), jnp.int32),
+                   filled=jnp.zeros((batch, max_len), bool))
 
 
 class DecoderLayers(nnx.Module):
@@ -157,11 +149,11 @@ class DecoderLayers(nnx.Module):
 
     def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
         self.cfg = cfg
-        base = layer_param_specs(cfg)
-        for name, (shape, axes) in base.items():
-            setattr(self, name, _param(rngs, cfg, shape, axes, ones=name in NORMS))
+        for row in family.table(cfg):
+            if row.stacked:
+                setattr(self, row.name, _param(rngs, cfg, row))
         if cfg.lora_rank:
-            for name, (shape, axes) in lora.lora_param_specs(cfg, base).items():
+            for name, (shape, axes) in lora.lora_param_specs(cfg).items():
                 setattr(self, name, nnx.Param(lora.init_lora(rngs.params(), shape, name), logical_axes=axes))
         self.names = tuple(name for name in vars(self) if isinstance(getattr(self, name), nnx.Param))
 
@@ -192,22 +184,23 @@ class DecoderLayers(nnx.Module):
 
         return self._scan(body, x, keys)
 
-    def decode(self, x, positions, cache: dict, layer_weights: list[dict]):
-        """Layers over the whole KV cache, passed from layer to layer so each writes only its new slots.
+    def decode(self, x, positions, cache: KVCache, layer_weights: list[dict]) -> tuple[jax.Array, KVCache]:
+        """Layers over the whole KV cache, passed from layer to layer so each writes only its new slots
+        (`next_slot` is left for the caller to advance).
 
         `layer_weights` (from `params.unstack_layers`) stand in for the stacked parameters, one buffer per
         layer and matrix: batch-1 decoding is a matrix-vector product per weight, and XLA reads a slice of a
         stacked array either through a copy or through a slower fused GEMM."""
         cfg = self.cfg
         cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
-        k_all, v_all, index, valid = cache["k"], cache["v"], cache["index"], cache["valid"]
+        k_all, v_all, index, valid = cache.keys, cache.values, cache.next_slot, cache.filled
         visible = None
         if cfg.decode_attention == "pallas" and decode_attention_supported(x.shape[1], cfg):
             visible = cache_visibility(index, valid, 1)[:, 0].astype(jnp.int32)
         for layer, w in enumerate(layer_weights):
             x, (k_all, v_all) = decoder_layer(cfg, w, x, cos, sin, None,
                                               cache=(k_all, v_all, layer, index, valid, visible))
-        return x, k_all, v_all
+        return x, cache._replace(keys=k_all, values=v_all)
 
 
 def compute_weights(cfg: LlamaConfig, weights: dict) -> dict:
@@ -244,11 +237,11 @@ class Llama(nnx.Module):
 
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.embed_tokens = _param(rngs, cfg, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"))
-        self.layers = DecoderLayers(cfg, rngs)
-        self.norm = _param(rngs, cfg, (cfg.hidden_size,), ("norm",), ones=True)
-        if not cfg.tie_word_embeddings:
-            self.lm_head = _param(rngs, cfg, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"))
+        for row in family.table(cfg):  # in table order, which fixes the order of the random draws
+            if not row.stacked:
+                setattr(self, row.name, _param(rngs, cfg, row))
+            elif "layers" not in vars(self):
+                self.layers = DecoderLayers(cfg, rngs)  # every stacked row, where the first of them stands
 
     def embed(self, tokens) -> jax.Array:
         x = jnp.take(self.embed_tokens[...], tokens, axis=0).astype(jnp.dtype(self.cfg.dtype))
@@ -265,21 +258,20 @@ class Llama(nnx.Module):
         logits = jnp.einsum("bte,ev->btv", h, self.output_matrix().astype(h.dtype))
         return constrain(logits, ("batch", "seq", "act_vocab")).astype(jnp.float32)
 
-    def decode(self, tokens, positions, cache: dict, layer_weights: list[dict],
-               token_valid=None) -> tuple[jax.Array, dict]:
-        """Logits [B, T, V] for T new tokens at cache slots index..index+T-1, and the updated cache.
+    def decode(self, tokens, positions, cache: KVCache, layer_weights: list[dict],
+               token_valid=None) -> tuple[jax.Array, KVCache]:
+        """Logits [B, T, V] for T new tokens at cache slots next_slot..next_slot+T-1, and the updated cache.
 
         `positions` are the tokens' RoPE positions (left-padded prompts count from their first real token);
         `token_valid` [B, T] marks real tokens (padding is never attended to); `layer_weights`: see
         `DecoderLayers.decode`."""
         if token_valid is None:
             token_valid = jnp.ones(tokens.shape, bool)
-        index = cache["index"]
-        valid = jax.lax.dynamic_update_slice(cache["valid"], token_valid, (0, index))
-        cache = {**cache, "valid": valid}
-        x, k, v = self.layers.decode(self.embed(tokens), positions, cache, layer_weights)
+        index = cache.next_slot
+        cache = cache._replace(filled=jax.lax.dynamic_update_slice(cache.filled, token_valid, (0, index)))
+        x, cache = self.layers.decode(self.embed(tokens), positions, cache, layer_weights)
         h = rms_norm(x, self.norm[...], self.cfg.rms_norm_eps)
-        return self.logits(h), {"k": k, "v": v, "index": index + tokens.shape[1], "valid": valid}
+        return self.logits(h), cache._replace(next_slot=index + tokens.shape[1])
 
     def output_matrix(self) -> jax.Array:
         """The [E, V] output projection (the transposed embedding when tied)."""

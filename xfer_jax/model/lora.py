@@ -1,5 +1,7 @@
 """LoRA inside the model: low-rank adapters beside any of the seven projections, sharded like their weights.
 
+Which projections may take one, their einsums and their input axes come from the family table (family.py).
+
 With `cfg.lora_rank > 0`, each target projection W (our layout: input axes first, then output axes) gets
 A [*in, r] and B [r, *out], stacked over layers like W; the layer computes x·W + (alpha/r)·(dropout(x)·A)·B.
 A starts uniform(±1/sqrt(fan_in)) as PEFT's kaiming init does, B at zero, so an untrained adapter changes
@@ -11,16 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-# Every projection as an einsum: activation axes, weight axes (input axes first) -> output axes.
-PROJECTIONS = {
-    "q_proj": "bte,ehd->bthd",
-    "k_proj": "bte,ekd->btkd",
-    "v_proj": "bte,ekd->btkd",
-    "o_proj": "bthd,hde->bte",
-    "gate_proj": "bte,ef->btf",
-    "up_proj": "bte,ef->btf",
-    "down_proj": "btf,fe->bte",
-}
+from xfer_jax.model import family
 
 
 def _split(spec: str) -> tuple[str, str, str, str, str]:
@@ -31,16 +24,16 @@ def _split(spec: str) -> tuple[str, str, str, str, str]:
     return act, weight, out, w_in, weight[len(w_in):]
 
 
-def num_input_axes(name: str) -> int:
-    return len(_split(PROJECTIONS[name])[3])
+def _einsum(cfg, name: str) -> str:
+    return family.einsum(family.by_name(cfg)[name])
 
 
-def lora_param_specs(cfg, base_specs: dict) -> dict:
-    """name -> (shape, logical axes) of every adapter, from the base weights' (stacked) shapes and axes."""
-    specs = {}
+def lora_param_specs(cfg) -> dict:
+    """name -> (shape, logical axes) of every adapter, from its base weight's (stacked) shape and axes."""
+    specs, rows, base = {}, family.by_name(cfg), family.layer_specs(cfg)
     for name in cfg.lora_targets:
-        (layers, *shape), (layers_axis, *axes) = base_specs[name]
-        n_in = num_input_axes(name)
+        (layers, *shape), (layers_axis, *axes) = base[name]
+        n_in = rows[name].n_in
         specs[f"{name}_lora_a"] = ((layers, *shape[:n_in], cfg.lora_rank), (layers_axis, *axes[:n_in], "lora_rank"))
         specs[f"{name}_lora_b"] = ((layers, cfg.lora_rank, *shape[n_in:]), (layers_axis, "lora_rank", *axes[n_in:]))
     return specs
@@ -56,7 +49,7 @@ def init_lora(key, shape, name: str) -> jax.Array:
 
 def project(cfg, w: dict, name: str, x: jax.Array, dropout_key=None) -> jax.Array:
     """x · W for projection `name` of one layer, plus its LoRA path when the model has one."""
-    spec = PROJECTIONS[name]
+    spec = _einsum(cfg, name)
     dtype = jnp.dtype(cfg.dtype)
     y = jnp.einsum(spec, x, w[name].astype(dtype))
     if f"{name}_lora_a" not in w:
@@ -73,6 +66,6 @@ def project(cfg, w: dict, name: str, x: jax.Array, dropout_key=None) -> jax.Arra
 
 def merged_weight(cfg, name: str, weight, lora_a, lora_b):
     """W + (alpha/r)·A·B for stacked arrays [L, ...], in W's dtype (what export and merging write)."""
-    _, wspec, _, w_in, w_out = _split(PROJECTIONS[name])
+    _, wspec, _, w_in, w_out = _split(_einsum(cfg, name))
     delta = jnp.einsum(f"l{w_in}r,lr{w_out}->l{wspec}", jnp.asarray(lora_a, jnp.float32), jnp.asarray(lora_b, jnp.float32))
     return (jnp.asarray(weight, jnp.float32) + (cfg.lora_alpha / cfg.lora_rank) * delta).astype(weight.dtype)

@@ -9,7 +9,6 @@ import jax
 
 from xfer_jax.model import lora
 from xfer_jax.model.config import LlamaConfig
-from xfer_jax.model.llama import layer_param_specs
 
 
 def base_config(cfg: LlamaConfig) -> LlamaConfig:
@@ -40,7 +39,7 @@ def merge(cfg: LlamaConfig, params: dict) -> tuple[LlamaConfig, dict]:
 
 def fresh_adapters(cfg: LlamaConfig, key: jax.Array) -> dict:
     """name -> a new adapter of `cfg` (A random, B zero: adding them changes no logit)."""
-    specs = lora.lora_param_specs(cfg, layer_param_specs(cfg))
+    specs = lora.lora_param_specs(cfg)
     return {name: lora.init_lora(jax.random.fold_in(key, i), shape, name)
             for i, (name, (shape, _)) in enumerate(sorted(specs.items()))}
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from xfer_jax.model import family
 from xfer_jax.model.config import LlamaConfig
 from xfer_jax.model.llama import Llama, compute_weights
 
@@ -57,22 +58,19 @@ def unstack_layers(cfg: LlamaConfig, params: dict) -> list[dict]:
 
 @functools.partial(jax.jit, static_argnames="cfg")
 def _unstack(layers: dict, *, cfg: LlamaConfig) -> list[dict]:
-    layers = compute_weights(cfg, fold_norms(layers))
+    layers = compute_weights(cfg, fold_norms(cfg, layers))
     return [{name: w[i] for name, w in layers.items()} for i in range(cfg.num_layers)]
 
 
-# Each RMSNorm and the projections that read its output (their LoRA A matrices too: the path is linear).
-_NORMED = {"input_layernorm": ("q_proj", "k_proj", "v_proj"), "post_attention_layernorm": ("gate_proj", "up_proj")}
-
-
-def fold_norms(layers: dict) -> dict:
+def fold_norms(cfg: LlamaConfig, layers: dict) -> dict:
     """Stacked layer weights with each RMSNorm's weight multiplied into the rows (input axis) of the matrices that
     read the normed activations, and the norm weights removed: norm(x)·W = rsqrt(mean(x²) + eps)·(x·(diag(g)·W)).
     `decoder_layer` then runs the projection on x itself and scales its output by the per-token factor, which XLA
     fuses into the next kernel: a decoding step loses two elementwise kernels a layer. Multiplied in fp32, stored
-    in each matrix's dtype."""
+    in each matrix's dtype. Which matrices read which norm is the family table's `norm` column; their LoRA A
+    matrices are folded too (the adapter path is linear)."""
     layers = dict(layers)
-    for norm, names in _NORMED.items():
+    for norm, names in family.norm_folds(cfg).items():
         gain = layers.pop(norm).astype(jnp.float32)  # [L, E]
         for key in [k for name in names for k in (name, f"{name}_lora_a") if k in layers]:
             w = layers[key]

@@ -23,6 +23,11 @@ def parse_axis_sizes(text: str) -> dict[str, int]:
     return sizes
 
 
+def parse_mesh(text: str | None) -> jax.sharding.Mesh | None:
+    """The --mesh flag as a mesh: 'data=1,fsdp=-1,tensor=2' → a mesh over all devices; None or '' → one device."""
+    return make_mesh(parse_axis_sizes(text)) if text else None
+
+
 def resolve_axis_sizes(sizes: Mapping[str, int], num_devices: int) -> dict[str, int]:
     """Replace a single -1 with the devices left over; check that the product equals `num_devices`."""
     unknown = set(sizes) - set(MESH_AXES)

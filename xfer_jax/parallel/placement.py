@@ -60,3 +60,9 @@ class Placement:
         if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
             return x
         return jax.jit(lambda a: a, out_shardings=NamedSharding(x.sharding.mesh, PartitionSpec()))(x)
+
+    @staticmethod
+    def to_host(x) -> np.ndarray:
+        """A (small, or single-process) result as numpy on every process: replicated first where other processes
+        hold parts of it."""
+        return np.asarray(Placement.replicated(x))

@@ -1,5 +1,6 @@
-"""What `xfer demo` and `xfer study` share on the command line: an ml_collections config file with
-`--config.key=value` overrides (as `xfer train` takes), and where the run lives and where the data is.
+"""`xfer study` (main) and `xfer demo` (demo_main), and the flags they share: an ml_collections config file
+with `--config.key=value` overrides (as `xfer train` takes), and where the run lives and where the data is.
+The work is the library's: xfer_jax/study/study.py (run_study) and xfer_jax/study/demo.py (run_demo).
 
     --config FILE[:arg]   the experiment (configs/demo.py, configs/study_*.py)
     --out DIR             the run directory (default: the config's out_dir)
@@ -8,6 +9,8 @@
 """
 from __future__ import annotations
 
+import json
+import pathlib
 import sys
 from collections.abc import Callable
 
@@ -16,7 +19,7 @@ from absl import logging as absl_logging
 
 from xfer_jax import config_files
 from xfer_jax.data.registry import default_cache_root
-
+from xfer_jax.errors import run_verb
 
 
 def parse(argv: list[str], prog: str, default_config: str, usage: str,
@@ -45,3 +48,55 @@ def parse(argv: list[str], prog: str, default_config: str, usage: str,
     values.cache = values.cache or str(default_cache_root())
     absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's notices, one per checkpoint read
     return values
+
+
+def prepare_flag(values: flags.FlagValues) -> None:
+    flags.DEFINE_boolean("prepare", False, "only fetch the data the config needs into --cache (to carry it to a "
+                         "machine without network), then stop", flag_values=values)
+
+
+def main(argv: list[str]) -> int:
+    """`xfer study`: every run of the config's grid (finished ones skipped), then the report (or, with --prepare,
+    only the data)."""
+    from xfer_jax.study import data, study
+
+    args = parse(argv, "xfer study", study.DEFAULT_CONFIG, study.__doc__, prepare_flag)
+    if args is None:
+        return 0 if any(a in ("-h", "--help") for a in argv) else 2
+    spec = args.config
+
+    def body() -> int:
+        if args.prepare:
+            print(json.dumps(data.prepare(args.cache, spec), indent=1))
+            return 0
+        import jax
+
+        out = pathlib.Path(args.out or spec.out_dir)
+        # Runs of equal shape and length (two mixtures, two init strategies) compile to the same programs:
+        # compiled once, kept on disk, reused by the others and by a resumed study (unless the environment
+        # already names a cache: JAX_COMPILATION_CACHE_DIR).
+        if jax.config.jax_compilation_cache_dir is None:
+            jax.config.update("jax_compilation_cache_dir", str(out.resolve() / "jax_cache"))
+        print(study.run_study(spec, out, args.cache, args.fresh)["markdown"])
+        return 0
+
+    return run_verb("xfer study", body)
+
+
+def demo_main(argv: list[str]) -> int:
+    """`xfer demo`: every stage of the demo (finished ones skipped); prints the summary."""
+    from xfer_jax.study import demo
+
+    args = parse(argv, "xfer demo", demo.DEFAULT_CONFIG, demo.__doc__)
+    if args is None:
+        return 0 if any(a in ("-h", "--help") for a in argv) else 2
+
+    def body() -> int:
+        print(demo.run_demo(args.config, args.out or args.config.out_dir, args.cache, args.fresh))
+        return 0
+
+    return run_verb("xfer demo", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

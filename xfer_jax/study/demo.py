@@ -19,10 +19,8 @@ Then OUT/summary.md (printed) and OUT/curves.png (the loss curves of the three t
 from __future__ import annotations
 
 import json
-import sys
 
-from xfer_jax.errors import run_verb
-from xfer_jax.study import cli, data, demo_report, export, measure, plots, stage_configs, tokenizers, training
+from xfer_jax.study import data, demo_report, export, measure, plots, stage_configs, tokenizers, training
 from xfer_jax.study.runner import RunDir
 
 DEFAULT_CONFIG = str(stage_configs.CONFIGS / "demo.py")
@@ -85,19 +83,3 @@ def run_demo(spec, out, cache, fresh: bool = False) -> str:
     (run.root / "summary.md").write_text(text, encoding="utf-8")
     run.say(f"done: {run.root / 'summary.md'}, {curves}")
     return text
-
-
-def main(argv: list[str]) -> int:
-    args = cli.parse(argv, "xfer demo", DEFAULT_CONFIG, __doc__)
-    if args is None:
-        return 0 if any(a in ("-h", "--help") for a in argv) else 2
-
-    def body() -> int:
-        print(run_demo(args.config, args.out or args.config.out_dir, args.cache, args.fresh))
-        return 0
-
-    return run_verb("xfer demo", body)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

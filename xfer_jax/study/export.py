@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pathlib
 
+from xfer_jax import forward
 from xfer_jax.convert.hf import orbax_to_hf
-from xfer_jax.eval import models, prompts
+from xfer_jax.eval import prompts
 from xfer_jax.eval.generate import Generator, stop_ids
 from xfer_jax.eval.sampling import Sampling
 
@@ -24,7 +25,7 @@ def export(out: pathlib.Path, *, ckpt) -> dict:
 def ours(ckpt, prompt: str, max_new_tokens: int) -> tuple[list[int], tuple[int, ...]]:
     """xfer's greedy continuation of the raw prompt text (BOS + ids, as transformers' tokenizer adds BOS), and
     the end-of-sequence ids it stopped on (the tokenizer's and the model config's)."""
-    model, tokenizer = models.load(ckpt)
+    model, tokenizer = forward.load_with_tokenizer(ckpt)
     eos_ids = stop_ids(tokenizer.eos_id, model.cfg)
     generator = Generator(model, eos_id=eos_ids, batch_size=1, vocab_size=tokenizer.vocab_size)
     results, _ = generator.run([tokenizer.encode(prompt, bos=True)], Sampling(max_new_tokens=max_new_tokens))
@@ -51,7 +52,7 @@ def theirs(hf_dir, prompt: str, max_new_tokens: int, eos_ids: tuple[int, ...]) -
 def reload_and_generate(out: pathlib.Path, *, ckpt, hf_dir, instruction: str, template: str,
                         max_new_tokens: int) -> dict:
     """Generate once in transformers from the export; say whether it matches xfer's tokens and ids."""
-    tokenizer = models.tokenizer_for(ckpt)
+    tokenizer = forward.tokenizer_for(ckpt)
     prompt = prompts.render({"instruction": instruction}, prompts.template(template))
     xfer_new, eos_ids = ours(ckpt, prompt, max_new_tokens)
     hf_prompt, hf_new, text = theirs(hf_dir, prompt, max_new_tokens, eos_ids)

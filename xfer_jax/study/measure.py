@@ -14,8 +14,9 @@ import json
 import math
 import pathlib
 
+from xfer_jax import forward
 from xfer_jax.data import pipeline
-from xfer_jax.eval import codeswitch, models, perplexity, prompts
+from xfer_jax.eval import codeswitch, perplexity, prompts
 from xfer_jax.eval.generate import Generator, stop_ids
 from xfer_jax.eval.sampling import Sampling
 from xfer_jax.study.chrf import chrf
@@ -107,7 +108,7 @@ def checkpoint(out: pathlib.Path, *, ckpt, corpus, instruct_dir, spec, langs, in
     """One load of CKPT, then what is asked: held-out text of `langs`; held-out instructions of
     `instruction_langs` (default `langs`); and (prompts_per_language >= 0; 0 = all) responses to that many
     held-out instructions per language, written to OUT/generations.jsonl."""
-    model, tokenizer = models.load(ckpt)  # on the default device, with the tokenizer the checkpoint carries
+    model, tokenizer = forward.load_with_tokenizer(ckpt)  # one device, the tokenizer the checkpoint carries
     e, template = spec.eval, spec_template(spec)
     instruction_langs = list(instruction_langs or langs)
     result = {"ckpt": str(ckpt), "vocab": tokenizer.vocab_size}

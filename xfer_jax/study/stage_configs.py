@@ -15,9 +15,8 @@ import pathlib
 
 import ml_collections
 
+from xfer_jax.checkpoint import RUN_FIELDS
 from xfer_jax.config_files import CONFIGS, load_config
-
-RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention", "scan_layers")
 
 
 def project_config(name: str, *args) -> ml_collections.ConfigDict:
@@ -41,8 +40,9 @@ def steps_for(tokens: int, spec) -> int:
 def _common(c, spec, *, tokenizer, steps: int, lr: float, out_dir, init_from, log_every: int, eval_every: int):
     """What every stage sets; `log_every` 0 logs 20 times a run (enough points for a loss curve)."""
     c.init_from = str(init_from)
-    for field in RUN_FIELDS:
-        c.model[field] = spec.model[field]
+    for field in RUN_FIELDS:  # how the study runs its model: whichever of these its spec sets
+        if field in spec.model:
+            c.model[field] = spec.model[field]
     c.data.tokenizer = str(tokenizer)
     c.data.languages = languages(spec)
     c.data.seq_len, c.data.batch_size = spec.model.seq_len, spec.model.batch_size

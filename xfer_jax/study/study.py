@@ -17,14 +17,8 @@ Then OUT/report/: report.md, report.json and the figures (xfer_jax/study/study_r
 from __future__ import annotations
 
 import json
-import pathlib
-import sys
 
-import jax
-from absl import flags as absl_flags
-
-from xfer_jax.errors import run_verb
-from xfer_jax.study import cli, data, grid as grid_lib, measure, stage_configs, study_report, tokenizers, training
+from xfer_jax.study import data, grid as grid_lib, measure, stage_configs, study_report, tokenizers, training
 from xfer_jax.study.runner import RunDir
 
 DEFAULT_CONFIG = str(stage_configs.CONFIGS / "study_toy.py")
@@ -95,34 +89,3 @@ def run_study(spec, out, cache, fresh: bool = False) -> dict:
                                 efficiency=efficiency, points=points, tunings=tunings, timings=run.timings)
     run.say(f"done: {run.root / 'report' / 'report.md'}")
     return report
-
-
-def prepare_flag(values: absl_flags.FlagValues) -> None:
-    absl_flags.DEFINE_boolean("prepare", False, "only fetch the data the config needs into --cache (to carry it to a "
-                              "machine without network), then stop", flag_values=values)
-
-
-def main(argv: list[str]) -> int:
-    args = cli.parse(argv, "xfer study", DEFAULT_CONFIG, __doc__, prepare_flag)
-    if args is None:
-        return 0 if any(a in ("-h", "--help") for a in argv) else 2
-    spec = args.config
-
-    def body() -> int:
-        if args.prepare:
-            print(json.dumps(data.prepare(args.cache, spec), indent=1))
-            return 0
-        out = pathlib.Path(args.out or spec.out_dir)
-        # Runs of equal shape and length (two mixtures, two init strategies) compile to the same programs:
-        # compiled once, kept on disk, reused by the others and by a resumed study (unless the environment
-        # already names a cache: JAX_COMPILATION_CACHE_DIR).
-        if jax.config.jax_compilation_cache_dir is None:
-            jax.config.update("jax_compilation_cache_dir", str(out.resolve() / "jax_cache"))
-        print(run_study(spec, out, args.cache, args.fresh)["markdown"])
-        return 0
-
-    return run_verb("xfer study", body)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

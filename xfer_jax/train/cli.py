@@ -6,7 +6,17 @@ from xfer_jax.errors import run_verb
 from xfer_jax.parallel.launch import maybe_initialize_distributed
 
 
+USAGE = """usage: xfer train --config FILE[:arg] [--config.KEY=VALUE ...]
+
+Trains as the config file says (configs/pretrain.py documents every field; configs/instruct.py adds LoRA and
+instruction data). Any field can be overridden: --config.train.steps=200 --config.mesh.fsdp=4. Resumes from
+<train.out_dir>/ckpt when it holds a checkpoint of the same run; SIGTERM/SIGINT save and exit 128+signal."""
+
+
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
     try:
         flag_values = config_files.parse_flags("xfer train", argv)
     except ValueError as e:

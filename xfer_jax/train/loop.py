@@ -1,7 +1,8 @@
 """`train(config)`: further pretraining (or training from scratch) on any mesh, resumable at any step.
 
-The loop only wires stages: mesh → model config → data iterator → state (resumed, imported or random)
-→ compiled step → for each step: run, log, evaluate, checkpoint. Everything it does is decided by the
+The loop only wires stages: placement → model config and train setup (train/setup.py) → data iterator →
+state (resumed, imported or random) → compiled step → for each step: run, log, evaluate, checkpoint (the
+layout is checkpoint.py's: save_train_state / restore_train_state). Everything it does is decided by the
 ml_collections config (configs/pretrain.py documents every field).
 
 Resumption is exact: the checkpoint holds params, optimizer state, step, the skipped-update count and the
@@ -14,67 +15,15 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
-import orbax.checkpoint as ocp
-from jax.sharding import NamedSharding
 from tqdm import tqdm
 
 from xfer_jax import checkpoint, paths
 from xfer_jax.errors import Interrupted
 from xfer_jax.data import pipeline
 from xfer_jax.data.tokenizer import Tokenizer
-from xfer_jax.model import params as model_params
-from xfer_jax.model.config import LlamaConfig
-from xfer_jax.model.shapes import get_shape
 from xfer_jax.parallel import mesh as mesh_lib
-from xfer_jax.parallel import rules as rules_lib
-from xfer_jax.parallel.sharding import init_sharded, param_shardings
-from xfer_jax.train import metrics as metrics_lib
-from xfer_jax.train import lora_setup, optim, state as state_lib, step as step_lib
-
-RUN_FIELDS = checkpoint.RUN_FIELDS  # model.* keys that say how to run the model, not what it is
-
-
-def model_config(config, tokenizer: Tokenizer) -> LlamaConfig:
-    """Shape from `init_from`'s checkpoint or from `model.shape`; how to run it and its LoRA from `model.*`."""
-    run = {f: config.model[f] for f in RUN_FIELDS if f in config.model}
-    if config.init_from:
-        cfg = LlamaConfig.from_dict(checkpoint.read_meta(config.init_from)["model"]).replace(**run)
-    else:
-        vocab = config.model.vocab_size or tokenizer.vocab_size
-        cfg = get_shape(config.model.shape, vocab_size=vocab, **run)
-    cfg = cfg.replace(**lora_setup.lora_fields(config.model))
-    if tokenizer.vocab_size > cfg.vocab_size:
-        raise ValueError(f"data.tokenizer has {tokenizer.vocab_size} pieces but the model's vocabulary is "
-                         f"{cfg.vocab_size}; extend the model (`xfer vocab extend`) or set model.vocab_size")
-    return cfg
-
-
-def check_paths(config) -> None:
-    """Every path the run reads or writes is one this project can use (no gs:// yet), named by its key."""
-    paths.local_path(config.train.out_dir, "train.out_dir")
-    paths.local_path(config.data.tokenizer, "data.tokenizer")
-    if config.init_from:
-        paths.local_path(config.init_from, "init_from")
-    for group in ("sources", "heldout"):
-        for i, entry in enumerate(config.data.get(group) or []):
-            paths.local_path(entry["path"], f"data.{group}[{i}].path")
-
-
-def check_config(config, mesh: jax.sharding.Mesh, cfg: LlamaConfig) -> None:
-    """Errors a user can fix, raised before anything compiles."""
-    dp = mesh.shape["data"] * mesh.shape["fsdp"]
-    batch, accum = config.data.batch_size, config.train.grad_accum
-    if batch % (accum * dp):
-        raise ValueError(f"data.batch_size={batch} must be divisible by train.grad_accum × data × fsdp = "
-                         f"{accum} × {dp}; change the batch size or the mesh")
-    if config.data.seq_len > cfg.max_position_embeddings:
-        raise ValueError(f"data.seq_len={config.data.seq_len} exceeds the model's max_position_embeddings="
-                         f"{cfg.max_position_embeddings}")
-    if config.train.nan_policy not in ("skip", "stop"):
-        raise ValueError(f"train.nan_policy={config.train.nan_policy!r}; choose 'skip' or 'stop'")
-    if config.train.steps <= 0:
-        raise ValueError("train.steps must be positive")
+from xfer_jax.parallel.placement import Placement
+from xfer_jax.train import checks, lora_setup, metrics as metrics_lib, setup as setup_lib, step as step_lib
 
 
 class Trainer:
@@ -82,27 +31,19 @@ class Trainer:
 
     def __init__(self, config):
         self.config = config
-        check_paths(config)
+        checks.check_paths(config)
         self.out = paths.local_path(config.train.out_dir, "train.out_dir")
-        self.rules = tuple(tuple(r) for r in config.rules)
-        self.mesh = mesh_lib.make_mesh(dict(config.mesh))
+        self.placement = Placement(mesh_lib.make_mesh(dict(config.mesh)), tuple(tuple(r) for r in config.rules))
+        self.mesh = self.placement.mesh
         self.tokenizer = Tokenizer.load(config.data.tokenizer)
-        self.cfg = model_config(config, self.tokenizer)
-        check_config(config, self.mesh, self.cfg)
+        self.cfg = setup_lib.model_config(config.model, init_from=config.init_from,
+                                          tokenizer_size=self.tokenizer.vocab_size)
+        checks.check_config(config, self.mesh, self.cfg)
         self.languages = pipeline.languages(config.data)
-
-        abstract = model_params.abstract_params(self.cfg)
-        self.param_shardings = param_shardings(self.cfg, self.mesh, self.rules)
-        self.mask = optim.trainable_mask(abstract, list(config.train.trainable), list(config.train.frozen))
-        trainable, _ = optim.split_trainable(abstract, self.mask)
-        self.tx = optim.make_optimizer(config.optim, config.train.steps, trainable)
-        self.schedule = optim.learning_rate(config.optim, config.train.steps)
-        self.state_shardings = state_lib.state_shardings(self.param_shardings, abstract, self.tx, self.mask, self.mesh)
-        self.abstract_state = state_lib.abstract_state(abstract, self.tx, self.mask, self.state_shardings)
-        self.sizes = lora_setup.state_report(self.abstract_state, self.mask)
-        batch_spec = rules_lib.spec_for(("batch", "seq"), (config.data.batch_size, config.data.seq_len),
-                                        dict(self.mesh.shape), self.rules)
-        self.batch_sharding = NamedSharding(self.mesh, batch_spec)
+        self.setup = setup_lib.build(self.cfg, self.placement, optim_cfg=config.optim, total_steps=config.train.steps,
+                                     batch_shape=(config.data.batch_size, config.data.seq_len),
+                                     trainable=config.train.trainable, frozen=config.train.frozen)
+        self.mask, self.sizes, self.batch_sharding = self.setup.mask, self.setup.sizes, self.setup.batch_sharding
         # Everything above only reads; this decides whether the run directory belongs to this config. Only
         # after it passes does anything under out_dir change.
         self.resume_step = checkpoint.check_resume(
@@ -125,47 +66,26 @@ class Trainer:
     def initial_state(self) -> dict:
         if self.resume_step is not None:
             return self.restore(self.resume_step)
-        run = {f: getattr(self.cfg, f) for f in RUN_FIELDS}
-        with jax.set_mesh(self.mesh), rules_lib.use_rules(self.rules):
-            if self.config.init_from:
-                params = lora_setup.initial_params(self.config.init_from, self.cfg, self.mesh, self.rules,
-                                                   self.config.train.seed, **run)
-                print(f"initialised from {self.config.init_from}")
-            else:
-                params = init_sharded(self.cfg, self.mesh, self.config.train.seed, self.rules)
-            create = jax.jit(lambda p: state_lib.new_state(p, self.tx, self.mask), out_shardings=self.state_shardings)
-            return create(params)
+        state = self.setup.fresh_state(self.config.train.seed, self.config.init_from)
+        if self.config.init_from:
+            print(f"initialised from {self.config.init_from}")
+        return state
 
     def restore(self, step: int) -> dict:
-        a = self.abstract_state
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(a["params"]),
-            opt_state=ocp.args.StandardRestore(a["opt_state"]),
-            meta=ocp.args.JsonRestore(),
-            data=self.data.restore_args(),
-        ))
-        meta = restored["meta"]
+        state = checkpoint.restore_train_state(self.manager, step, self.setup.abstract_state, self.data.restore_args())
         print(f"resumed from {self.out / 'ckpt'} step {step} (mesh {dict(self.mesh.shape)})")
-        put = lambda v: jax.device_put(jnp.asarray(v, jnp.int32), self.state_shardings["step"])  # noqa: E731
-        return {"step": put(meta["step"]), "params": restored["params"], "opt_state": restored["opt_state"],
-                "skipped": put(meta["skipped"])}
+        return state
 
     def save(self, state: dict, step: int, force: bool = False) -> None:
-        if self._tokenizer_unsaved and jax.process_index() == 0:
-            # The checkpoint carries its vocabulary (exports get tokenizer files): written once, with the first
-            # step of a run (a resume has checked that data.tokenizer equals it).
-            paths.copy_file(self.config.data.tokenizer, self.out / "ckpt" / checkpoint.TOKENIZER_FILE)
+        # The checkpoint carries its vocabulary (exports get tokenizer files): written once, with the first step
+        # of a run (a resume has checked that data.tokenizer equals it).
+        tokenizer = self.config.data.tokenizer if self._tokenizer_unsaved else None
         self._tokenizer_unsaved = False
-        meta = checkpoint.meta_dict(self.cfg, step, skipped=int(state["skipped"]), languages=self.languages,
+        checkpoint.save_train_state(self.manager, step, state, cfg=self.cfg, data_args=self.data.save_args(),
+                                    tokenizer=tokenizer, force=force, languages=self.languages,
                                     trainable=lora_setup.trainable_paths(self.mask),
                                     tokenizer_sha256=self.tokenizer_sha256,
                                     config=json.loads(self.config.to_json_best_effort()))
-        self.manager.save(step, force=force, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state["params"]),
-            opt_state=ocp.args.StandardSave(state["opt_state"]),
-            meta=ocp.args.JsonSave(meta),
-            data=self.data.save_args(),
-        ))
 
     # ---- evaluation ----
     def evaluate(self, params, eval_sets, eval_fn) -> dict:
@@ -200,11 +120,9 @@ class Trainer:
     def _train(self, state) -> dict:
         config, total = self.config, self.config.train.steps
         start_step = int(state["step"])
-        step_kwargs = dict(cfg=self.cfg, tx=self.tx, schedule=self.schedule, mask=self.mask,
-                           accum=config.train.grad_accum, z_loss=config.train.z_loss, num_langs=len(self.languages),
-                           loss_chunk=config.train.loss_chunk,
-                           dropout_key=lora_setup.dropout_key(self.cfg, config.train.seed))
-        train_step = step_lib.compile_train_step(self.state_shardings, self.batch_sharding, **step_kwargs)
+        train_step = self.setup.train_step(accum=config.train.grad_accum, z_loss=config.train.z_loss,
+                                           num_langs=len(self.languages), loss_chunk=config.train.loss_chunk,
+                                           seed=config.train.seed)
         eval_fn = jax.jit(lambda p, b: step_lib.eval_step(p, b, cfg=self.cfg, num_langs=len(self.languages)))
         eval_sets = pipeline.make_eval_batches(config.data, tokenizer=self.tokenizer) if config.data.heldout else {}
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -213,7 +131,7 @@ class Trainer:
         bar = tqdm(total=total, initial=start_step, desc="train", unit="step", disable=not config.train.progress_bar)
         last = {}
         try:
-            with jax.set_mesh(self.mesh), rules_lib.use_rules(self.rules):
+            with self.placement.context():
                 for step in range(start_step + 1, total + 1):
                     t0 = time.perf_counter()
                     batch = next(self.data)

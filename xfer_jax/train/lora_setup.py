@@ -7,26 +7,17 @@ the stage's fresh adapters are added: A random, B = 0, so the first step sees ex
 model it starts from. Which parameters train is still `train.trainable` / `train.frozen`; the report below
 says what that costs. Resuming a stage restores its own checkpoint, adapters included, and never re-inits.
 """
-import dataclasses
-
 import jax
 import numpy as np
 
 from xfer_jax import checkpoint
 from xfer_jax.model import lora_params
 from xfer_jax.model.config import LlamaConfig
-from xfer_jax.parallel.sharding import param_shardings
+from xfer_jax.model.sharding import param_shardings
 from xfer_jax.train.optim import param_path, split_trainable
 
-LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
+LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")  # a stage's own (train/setup.model_config)
 _ADAPTER_STREAM, _DROPOUT_STREAM = 0, 1
-
-
-def lora_fields(model_section) -> dict:
-    """The stage's adapters: `model.lora_*` where the config sets them, else LlamaConfig's defaults (none)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(LlamaConfig)}
-    fields = {f: model_section.get(f, defaults[f]) for f in LORA_FIELDS}
-    return {**fields, "lora_targets": tuple(fields["lora_targets"])}
 
 
 def initial_params(init_from: str, cfg: LlamaConfig, mesh, rules, seed: int, **run) -> dict:

@@ -4,7 +4,7 @@
     xfer vocab merge  --base .cache/llama_tokenizer/tokenizer.model --add vocab/zh.model --out vocab/merged.model
     xfer vocab extend --ckpt ckpts/llama2_7b --tokenizer vocab/merged.model --init subword_mean --out ckpts/llama2_7b_zh
     xfer vocab report --tokenizer base=.cache/llama_tokenizer/tokenizer.model --tokenizer merged=vocab/merged.model \\
-                      --corpus .cache/corpus --langs zh,en --out vocab/report
+                      --corpus .cache/corpus --languages zh,en --out vocab/report
 """
 import argparse
 import dataclasses
@@ -12,6 +12,7 @@ import json
 import pathlib
 import sys
 
+from xfer_jax.cli_args import add_flag
 from xfer_jax.errors import run_verb
 from xfer_jax.data.sources import DOC_SPLITS, TEXT_FORMATS, SourceSpec
 
@@ -47,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--no_byte_fallback", action="store_true", help="unknown characters become <unk>, not bytes")
     t.add_argument("--normalization", default="identity", help="sentencepiece rule: identity (LLaMA's), nmt_nfkc, ...")
     t.add_argument("--max_sentences", type=int, default=2_000_000, help="sentences sampled for training")
-    t.add_argument("--num_threads", type=int, default=2)
+    add_flag(t, "--threads", "--num_threads", type=int, default=2, help="sentencepiece training threads")
     t.add_argument("--seed", type=int, default=0)
 
     m = sub.add_parser("merge", help="append a model's new pieces to a base model (every base id kept)")
@@ -78,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--tokenizer", action="append", required=True, help="NAME=PATH (repeatable; the first is the reference)")
     r.add_argument("--text", action="append", default=[], help="LANG=PATH of held-out text (repeatable)")
     r.add_argument("--corpus", default=None, help="a `xfer data fetch` cache: uses CORPUS/LANG/heldout.txt")
-    r.add_argument("--langs", default="zh,en", help="with --corpus: comma-separated languages")
+    add_flag(r, "--languages", "--langs", default="zh,en", help="with --corpus: comma-separated languages")
     _source_args(r)
     r.add_argument("--out", default=None, help="write OUT.md and OUT.json")
     return p
@@ -93,7 +94,7 @@ def run(args) -> None:
         options = TrainOptions(vocab_size=args.vocab_size, model_type=args.model_type,
                                character_coverage=args.character_coverage, byte_fallback=not args.no_byte_fallback,
                                normalization=args.normalization, max_sentences=args.max_sentences,
-                               num_threads=args.num_threads, seed=args.seed)
+                               num_threads=args.threads, seed=args.seed)
         print(f"wrote {train_tokenizer(specs, args.out, options)}")
     elif args.command == "merge":
         from xfer_jax.vocab.merge import MergeOptions, merge_files
@@ -117,7 +118,7 @@ def run(args) -> None:
 
         texts = _pairs(args.text, "--text")
         if args.corpus:
-            texts.update({lang: str(pathlib.Path(args.corpus) / lang / "heldout.txt") for lang in args.langs.split(",")})
+            texts.update({lang: str(pathlib.Path(args.corpus) / lang / "heldout.txt") for lang in args.languages.split(",")})
         if not texts:
             raise ValueError("no text to measure: pass --text LANG=PATH or --corpus DIR")
         specs = {lang: SourceSpec(lang=lang, path=path, format=args.format, text_field=args.text_field,

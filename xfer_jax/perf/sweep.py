@@ -2,12 +2,12 @@
 
 Why a sweep and not a guess: which mesh is fastest (pure FSDP, data × FSDP, some tensor parallelism)
 depends on the model, the batch, the chips and the interconnect, and only a measurement says. Each point
-builds the state and the jitted step exactly as `train/loop.py` does (same shardings, optimizer and
-`step.compile_train_step`) and feeds a fixed synthetic batch: the sweep measures speed, not learning.
+builds the state and the jitted step exactly as `train/loop.py` does (train/setup.py: same shardings,
+optimizer and compiled step) and feeds a fixed synthetic batch: the sweep measures speed, not learning.
 
 Per point: compile time, median step time over `steps` timed steps after `warmup`, tokens/s, TFLOP/s per
 device and MFU (train/metrics.py), the compiler's per-device memory (arguments, temporaries), the device's
-own memory report (or host RSS on CPU), and the planner's estimate (parallel/planner.py) beside them.
+own memory report (or host RSS on CPU), and the planner's estimate (perf/planner.py) beside them.
 A point that cannot run (batch not divisible by the mesh, out of memory) becomes a row with its error.
 """
 from __future__ import annotations
@@ -24,10 +24,10 @@ import ml_collections
 from xfer_jax.model.config import LlamaConfig
 from xfer_jax.model.shapes import get_shape
 from xfer_jax.parallel import mesh as mesh_lib
-from xfer_jax.parallel import planner
 from xfer_jax.parallel import rules as rules_lib
-from xfer_jax.train import metrics as metrics_lib
-from xfer_jax.train import bench, optim
+from xfer_jax.parallel.placement import Placement
+from xfer_jax.perf import bench, planner
+from xfer_jax.train import checks, metrics as metrics_lib, optim
 
 COLUMNS = (
     "shape", "params_m", "mesh", "data", "fsdp", "tensor", "devices", "batch_size", "seq_len", "dtype", "param_dtype",
@@ -115,26 +115,17 @@ def plan_row(point: Point, s: Settings, limit_gb: float | None) -> dict:
 
 
 def check_point(point: Point, cfg: LlamaConfig, s: Settings) -> None:
-    """What makes a point impossible, said before anything is allocated."""
-    if point.devices > jax.device_count():
-        raise ValueError(f"mesh {point.mesh} needs {point.devices} devices, {jax.device_count()} are available")
-    if jax.process_count() > 1 and point.devices != jax.device_count():
-        raise ValueError(f"mesh {point.mesh} uses {point.devices} of {jax.device_count()} devices; with "
-                         f"{jax.process_count()} processes every mesh must span all devices")
-    dp = point.mesh[0] * point.mesh[1]
-    if point.batch_size % (dp * s.grad_accum):
-        raise ValueError(f"batch_size {point.batch_size} is not divisible by data × fsdp × grad_accum = "
-                         f"{dp} × {s.grad_accum}")
-    if s.seq_len > cfg.max_position_embeddings:
-        raise ValueError(f"seq_len {s.seq_len} exceeds {point.shape}'s max_position_embeddings "
-                         f"{cfg.max_position_embeddings}")
+    """What makes a point impossible, said before anything is allocated (train/checks.py, as `xfer train`)."""
+    checks.check_run(cfg, point.mesh_sizes, batch_size=point.batch_size, seq_len=s.seq_len, grad_accum=s.grad_accum,
+                     steps=s.steps, model=point.shape)
 
 
 def measure(point: Point, cfg: LlamaConfig, s: Settings) -> dict:
     """Compile and time the train step on the first `point.devices` devices (`xfer bench`'s timing)."""
-    mesh = mesh_lib.make_mesh(point.mesh_sizes, jax.devices()[: point.devices])
-    timing = bench.time_train_step(cfg, mesh, bench.synthetic_batch(point.batch_size, s.seq_len, cfg.vocab_size, 0),
-                                   optim_cfg=s.optim, rules=s.rules, grad_accum=s.grad_accum, loss_chunk=s.loss_chunk,
+    placement = Placement(mesh_lib.make_mesh(point.mesh_sizes, jax.devices()[: point.devices]), s.rules)
+    host_batch = bench.synthetic_batch(point.batch_size, s.seq_len, cfg.vocab_size, 0)
+    timing = bench.time_train_step(cfg, placement, host_batch,
+                                   optim_cfg=s.optim, grad_accum=s.grad_accum, loss_chunk=s.loss_chunk,
                                    warmup=s.warmup, steps=s.steps)
     if not math.isfinite(timing["loss"]):
         raise FloatingPointError(f"loss {timing['loss']} is not finite on synthetic data")

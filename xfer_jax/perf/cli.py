@@ -1,14 +1,13 @@
-"""`xfer sweep`: time the train step over meshes × model shapes × batch sizes; CSV + plots (or plan only).
+"""`xfer bench` and `xfer sweep`: the perf verbs' flags (snake_case; old spellings parse, hidden from --help).
 
+    xfer bench --shape tinyllama_1b --batch_size 8 --seq_len 2048 --attention cudnn --dtype bfloat16
     xfer sweep --shapes tinyllama_1b --device_counts 1,2,4,8 --batch_sizes 8 --seq_len 2048 --out runs/sweep
     xfer sweep --shapes tiny --meshes 8x1x1,1x8x1,2x2x2 --seq_len 128 --cpu_devices 8      # laptop, simulated
     xfer sweep --plan --shapes llama2_7b --meshes 1x256x1,4x64x1,1x64x4 --batch_sizes 256 --device_memory_gb 95
 
-Meshes are data×fsdp×tensor; --device_counts takes every such factorisation of each count. --plan prints
-and writes the memory planner's per-device estimate for every point without touching a device, so the
-meshes may be larger than this machine. Under several JAX processes (launch/) every point must use all
-devices; process 0 writes the files. Writes OUT/sweep.csv, OUT/throughput.png and OUT/mfu.png
-(matplotlib, the `sweep` extra).
+`xfer bench` times the train step for one shape and mesh (perf/bench.py); `xfer sweep` over meshes × model
+shapes × batch sizes (perf/sweep.py), writing CSV + plots (perf/plots.py). `xfer sweep` imports JAX only
+after its flags are read: --cpu_devices must reach XLA before it starts.
 """
 from __future__ import annotations
 
@@ -17,13 +16,72 @@ import os
 import pathlib
 import sys
 
+from xfer_jax.cli_args import add_flag
+from xfer_jax.errors import run_verb
+
+BENCH_DOC = """`xfer bench`: time the real train step (the one `xfer train` runs) on synthetic tokens.
+
+Prints step time, tokens/s per device, TFLOP/s per device, MFU and peak memory, and appends one JSON record
+to --jsonl (the schema the peer scripts use; tools/bench_table.py makes the table). --batch_size is rows per
+device: the global batch is batch_size × devices.
+
+    xfer bench --shape tinyllama_1b --batch_size 8 --seq_len 2048 --attention cudnn --dtype bfloat16
+"""
+
+SWEEP_DOC = """`xfer sweep`: time the train step over meshes × model shapes × batch sizes; CSV + plots (or plan only).
+
+Meshes are data×fsdp×tensor; --device_counts takes every such factorisation of each count. --plan prints
+and writes the memory planner's per-device estimate for every point without touching a device, so the
+meshes may be larger than this machine. Under several JAX processes (launch/) every point must use all
+devices; process 0 writes the files. Writes OUT/sweep.csv, OUT/throughput.png and OUT/mfu.png
+(matplotlib, the `sweep` extra).
+"""
+
 
 def _csv(cast):
     return lambda text: [cast(x) for x in text.split(",") if x]
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="xfer sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def bench_parser() -> argparse.ArgumentParser:
+    from xfer_jax.model.shapes import SHAPES
+
+    p = argparse.ArgumentParser(prog="xfer bench", description=BENCH_DOC,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
+    p.add_argument("--vocab_size", type=int, default=32000)
+    add_flag(p, "--batch_size", "--batch", type=int, default=8, help="rows per device")
+    add_flag(p, "--seq_len", "--seq", type=int, default=2048)
+    p.add_argument("--mesh", default="fsdp=-1", help="e.g. data=1,fsdp=-1,tensor=1")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--param_dtype", default="float32")
+    p.add_argument("--remat", default="none")
+    p.add_argument("--no_scan", action="store_true", help="unroll the layers instead of lax.scan")
+    p.add_argument("--no_fuse", action="store_true", help="separate q/k/v and gate/up GEMMs (fuse_projections off)")
+    p.add_argument("--attention", default="xla")
+    p.add_argument("--loss_chunk", type=int, default=0)
+    p.add_argument("--moment_dtype", default="float32", help="AdamW first-moment dtype")
+    p.add_argument("--packed", type=int, default=0, help="documents per row (segment ids); 0: one causal sequence")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--jsonl", default="docs/benchmarks.jsonl", help="append the result here ('' to skip)")
+    p.add_argument("--notes", default="")
+    p.add_argument("--profile", default="", help="write a Perfetto trace of 3 timed steps to this directory")
+    return p
+
+
+def bench_main(argv: list[str]) -> int:
+    args = bench_parser().parse_args(argv)
+    from xfer_jax.perf import bench
+
+    return run_verb("xfer bench", lambda: bench.report(args))
+
+
+main = bench_main  # the package's first verb: `python -m xfer_jax.perf.cli` is `xfer bench`
+
+
+def parse_sweep_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="xfer sweep", description=SWEEP_DOC,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", type=_csv(str), default=["tiny"], help="model shapes (configs/models.py names)")
     p.add_argument("--meshes", type=_csv(str), default=[], help="data x fsdp x tensor, e.g. 8x1x1,2x2x2")
     p.add_argument("--device_counts", type=_csv(int), default=[], help="every mesh of each device count")
@@ -55,76 +113,8 @@ def simulate_cpu_devices(count: int) -> None:
     os.environ["JAX_PLATFORMS"] = "cpu"
 
 
-def _bars(ax, ok: list[dict], key: str, label: str) -> None:
-    """One bar per (mesh, shape, batch): the per-device figure against the mesh shape."""
-    series = sorted({(r["shape"], r["batch_size"]) for r in ok})
-    meshes = sorted({(r["devices"], r["mesh"]) for r in ok})
-    width = 0.8 / len(series)
-    for i, (shape, batch) in enumerate(series):
-        value = {r["mesh"]: r[key] for r in ok if (r["shape"], r["batch_size"]) == (shape, batch)}
-        xs = [j for j, (_, m) in enumerate(meshes) if m in value]
-        ax.bar([x + i * width for x in xs], [value[meshes[x][1]] for x in xs], width, label=f"{shape} b{batch}")
-    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(meshes))], [f"{m}\n({n})" for n, m in meshes],
-                  fontsize=8)
-    ax.set_xlabel("mesh data×fsdp×tensor (devices)")
-    ax.set_ylabel(label)
-
-
-def _scaling(ax, ok: list[dict], key: str, label: str, ideal: bool) -> None:
-    """One line per (shape, batch): the best mesh at each device count; dashed: linear from the smallest."""
-    for shape, batch in sorted({(r["shape"], r["batch_size"]) for r in ok}):
-        best: dict[int, float] = {}
-        for r in ok:
-            if (r["shape"], r["batch_size"]) == (shape, batch) and r[key] is not None:
-                best[r["devices"]] = max(best.get(r["devices"], 0.0), r[key])
-        counts = sorted(best)
-        line = ax.plot(counts, [best[n] for n in counts], "o-", label=f"{shape} b{batch}")[0]
-        if ideal and len(counts) > 1:
-            ax.plot(counts, [best[counts[0]] * n / counts[0] for n in counts], "--", color=line.get_color(), alpha=0.5)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("devices")
-    ax.set_ylabel(label)
-
-
-def plot(rows: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
-    """throughput.png and mfu.png: per device against mesh shape (left), total against device count (right).
-
-    MFU needs a known peak (train/metrics.py PEAK_FLOPS); without one (CPU) mfu.png shows TFLOP/s per
-    device instead and says so."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [r for r in rows if r["status"] == "ok"]
-    if not ok:
-        return []
-    if any(r["mfu"] is not None for r in ok):
-        efficiency = ("mfu", "MFU", "mfu", "MFU (best mesh)", False)
-    else:
-        efficiency = ("tflops_per_device", "TFLOP/s per device (MFU n/a: peak unknown)", "tflops_per_device",
-                      "TFLOP/s per device (best mesh)", False)
-    figures = {"throughput.png": ("tokens_per_s_per_device", "tokens/s per device", "tokens_per_s",
-                                  "tokens/s (best mesh; dashed: linear)", True),
-               "mfu.png": efficiency}
-    paths = []
-    for name, (left_key, left_label, right_key, right_label, ideal) in figures.items():
-        fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
-        _bars(left, ok, left_key, left_label)
-        _scaling(right, ok, right_key, right_label, ideal)
-        for ax in (left, right):
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.suptitle(f"{ok[0]['device_kind']}, seq {ok[0]['seq_len']}, {ok[0]['dtype']} compute, remat {ok[0]['remat']}")
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        paths.append(out / name)
-    return paths
-
-
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+def sweep_main(argv: list[str]) -> int:
+    args = parse_sweep_args(argv)
     if args.cpu_devices:
         simulate_cpu_devices(args.cpu_devices)
     from xfer_jax.parallel.launch import maybe_initialize_distributed
@@ -138,7 +128,7 @@ def main(argv: list[str]) -> int:
               f"{args.cpu_devices} before starting Python", file=sys.stderr)
         return 2
 
-    from xfer_jax import sweep
+    from xfer_jax.perf import plots, sweep
 
     try:
         meshes = [sweep.parse_mesh(m) for m in args.meshes] or sweep.meshes_for(args.device_counts)
@@ -164,7 +154,7 @@ def main(argv: list[str]) -> int:
     print(f"xfer sweep: {len(rows)} points -> {args.out / 'sweep.csv'}")
     if not args.plan and not args.no_plots:
         try:
-            paths = plot(rows, args.out)
+            paths = plots.plot(rows, args.out)
         except ImportError:
             print("xfer sweep: plots skipped: matplotlib is not installed (pip install matplotlib, or the `sweep` "
                   "extra); the CSV is complete", file=sys.stderr)

@@ -1,8 +1,12 @@
-"""Parameter shardings from the logical-axis rules, and parameters created or placed with them."""
+"""Parameter shardings from the logical-axis rules, and parameters created or placed with them.
+
+Here, beside the parameters, rather than in parallel/: the rules (parallel/rules.py) know only axis names and
+meshes, the model knows which parameters carry which names (family.py), so parallel/ imports no model code.
+"""
 import jax
 
-from xfer_jax.model.config import LlamaConfig
 from xfer_jax.model import params as model_params
+from xfer_jax.model.config import LlamaConfig
 from xfer_jax.parallel.rules import Rules, named_shardings
 
 
