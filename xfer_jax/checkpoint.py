@@ -107,11 +107,17 @@ def _check_dir(ckpt_dir: pathlib.Path) -> None:
         raise FileNotFoundError(f"checkpoint directory {ckpt_dir} does not exist (make one with `xfer convert hf-to-orbax`)")
 
 
+def committed_step(ckpt_dir) -> int | None:
+    """The newest step Orbax finalised in DIR, read from the directory listing alone: no CheckpointManager, so
+    no cross-process barrier — every process of a multi-host run can ask at any time and gets the same answer."""
+    steps = ocp.utils.checkpoint_steps(pathlib.Path(ckpt_dir))
+    return max(steps) if steps else None
+
+
 def latest_step(ckpt_dir) -> int:
     ckpt_dir = pathlib.Path(ckpt_dir).resolve()
     _check_dir(ckpt_dir)
-    with manager(ckpt_dir, read_only=True) as mgr:
-        step = mgr.latest_step()
+    step = committed_step(ckpt_dir)
     if step is None:
         raise FileNotFoundError(f"{ckpt_dir} holds no complete checkpoint step (an interrupted save is never used)")
     return step
@@ -197,10 +203,7 @@ def check_resume(ckpt_dir, cfg: LlamaConfig, *, tokenizer, trainable: list[str],
     same run: model, tokenizer, trained parameters and languages. Reads only, so a refused resume changes
     nothing; each mismatch is one line naming the setting, both values, the checkpoint and `fix`."""
     ckpt_dir = pathlib.Path(ckpt_dir)
-    if not ckpt_dir.is_dir():
-        return None
-    with manager(ckpt_dir, read_only=True) as mgr:
-        step = mgr.latest_step()
+    step = committed_step(ckpt_dir) if ckpt_dir.is_dir() else None
     if step is None:
         return None
     meta = read_meta(ckpt_dir, step)
