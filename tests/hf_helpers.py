@@ -3,13 +3,21 @@ import numpy as np
 import torch
 import transformers
 
+# Llama 3.1's RoPE scaling shrunk to the tiny models (head size 16, theta 500): wavelengths 6.3 (kept: below 32/4),
+# 13.6 and 29.6 (interpolated), 64 and longer (stretched by 8); sequences past 32 tokens leave the "original" context.
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 32}
+
 
 def tiny_hf_model(num_kv_heads: int = 2, tie: bool = False, seed: int = 0, vocab: int = 320, layers: int = 3,
-                  dtype=torch.float32) -> transformers.LlamaForCausalLM:
+                  dtype=torch.float32, rope_scaling: dict | None = None,
+                  qk_gain: float = 1.0) -> transformers.LlamaForCausalLM:
+    """`rope_scaling`: e.g. LLAMA3_ROPE (transformers 5 keeps it, with the theta, as rope_parameters). `qk_gain`
+    multiplies the q and k projections: at HF's initialisation attention is nearly uniform, so blind to RoPE."""
     cfg = transformers.LlamaConfig(
         vocab_size=vocab, hidden_size=64, intermediate_size=120, num_hidden_layers=layers, num_attention_heads=4,
         num_key_value_heads=num_kv_heads, max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=500.0,
-        tie_word_embeddings=tie,
+        tie_word_embeddings=tie, rope_scaling=None if rope_scaling is None else dict(rope_scaling),
     )
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(cfg).eval()
@@ -17,6 +25,8 @@ def tiny_hf_model(num_kv_heads: int = 2, tie: bool = False, seed: int = 0, vocab
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.add_(0.1 * torch.randn_like(p))
+            elif "q_proj" in name or "k_proj" in name:
+                p.mul_(qk_gain)
     return model.to(dtype)
 
 

@@ -203,8 +203,7 @@ CASES += [
 ]
 
 # ---- convert (HF config) ----
-LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+YARN_ROPE = {"rope_type": "yarn", "rope_theta": 500.0, "factor": 4.0, "original_max_position_embeddings": 64}
 
 
 def _tiny_hf(where: pathlib.Path) -> None:
@@ -227,8 +226,8 @@ def hf_with(**edit):
 
 IMPORT = ("convert", "hf-to-orbax", "--hf_dir={hf}", "--out={out}")
 CASES += [
-    Case("convert-rope-llama3", hf_with(rope_parameters=LLAMA3_ROPE), IMPORT, "rope_parameters.rope_type='llama3'",
-         ("hf", "out")),
+    Case("convert-rope-yarn", hf_with(rope_parameters=YARN_ROPE), IMPORT,
+         "rope_parameters.rope_type='yarn' is not supported", ("hf", "out")),
     Case("convert-unknown-config-key", hf_with(logits_scaling=4.0), IMPORT,
          "logits_scaling not understood: the model may compute differently", ("hf", "out")),
     Case("convert-attention-bias", hf_with(attention_bias=True), IMPORT, "attention_bias=True is not supported",

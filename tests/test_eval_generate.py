@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from hf_helpers import tiny_hf_model
+from hf_helpers import LLAMA3_ROPE, tiny_hf_model
 from test_eval_helpers import random_checkpoint
 from xfer_jax import cli, forward
 from xfer_jax.convert import hf
@@ -64,6 +64,24 @@ def test_greedy_equals_transformers_generate(hf_pair, decode_attention, fuse):  
         batch, Sampling(max_new_tokens=32))[0]
     assert [r.tokens for r in ours] == hf_greedy(model, batch, 32, eos=eos)
     assert ours[0].finish_reason == "eos" and len(ours[0].tokens) == ref[0].index(eos)
+
+
+@pytest.mark.parametrize("decode_attention", ["xla", "pallas"])
+def test_llama3_rope_greedy_equals_transformers_generate(tmp_path_factory, decode_attention):
+    """Llama 3.1's scaled RoPE through the KV cache and the decoding kernel (interpreted): the rows run past the
+    original context of 32 tokens, and decode exactly as transformers does."""
+    model = tiny_hf_model(num_kv_heads=2, layers=2, rope_scaling=LLAMA3_ROPE, qk_gain=4.0)  # RoPE-sensitive
+    root = tmp_path_factory.mktemp("gen_llama3")
+    model.save_pretrained(root / "hf")
+    hf.hf_to_orbax(root / "hf", root / "ckpt", log=lambda *_: None)
+    loaded = forward.load(root / "ckpt")
+    assert loaded.cfg.rope_type == "llama3"
+    rng = np.random.RandomState(3)
+    batch = [[int(t) for t in rng.randint(3, 320, size=n)] for n in (30, 17)]
+    ours, _ = Generator(loaded, eos_id=2, batch_size=2, decode_attention=decode_attention).run(
+        batch, Sampling(max_new_tokens=24))
+    assert [r.tokens for r in ours] == hf_greedy(model, batch, 24, eos=2)
+    assert max(len(p) + len(r.tokens) for p, r in zip(batch, ours)) > 48
 
 
 def test_rows_stop_on_any_of_several_eos_ids(hf_pair):

@@ -1,20 +1,23 @@
 """config.json in, config.json out: every key is honoured or refused by name (issue 16), both spellings of RoPE
-are read, and a list of end-of-sequence ids survives import and export."""
+are read (plain and Llama 3.1's llama3 scaling, issue 18), and a list of end-of-sequence ids survives import and
+export."""
 import json
 import shutil
 
 import numpy as np
 import pytest
+import torch
 import transformers
 
-from hf_helpers import hf_logits, tiny_hf_model
+from hf_helpers import LLAMA3_ROPE, hf_logits, tiny_hf_model
 from xfer_jax import cli, forward
 from xfer_jax.convert import hf
 from xfer_jax.model.config import HF_HARMLESS, LlamaConfig
 
 QUIET = dict(log=lambda *_: None)
-LLAMA3_ROPE = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 64, "rope_type": "llama3"}
+YARN_ROPE = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}
+LLAMA3_FIELDS = dict(rope_type="llama3", rope_factor=8.0, rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+                     rope_original_max_position_embeddings=32)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +46,16 @@ def test_every_key_transformers_knows_is_classified(saved):
 
 
 @pytest.mark.parametrize("edit,message", [
-    ({"rope_parameters": {**LLAMA3_ROPE, "rope_theta": 500.0}}, "rope_parameters.rope_type='llama3'"),
-    ({"rope_parameters": None, "rope_theta": 500.0, "rope_scaling": LLAMA3_ROPE}, "rope_scaling.rope_type='llama3'"),
+    ({"rope_parameters": {**YARN_ROPE, "rope_theta": 500.0}}, "rope_parameters.rope_type='yarn' is not supported"),
+    ({"rope_parameters": None, "rope_theta": 500.0, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}},
+     "rope_scaling.rope_type='dynamic' is not supported"),
     ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling.type='linear'"),
+    ({"rope_parameters": {**LLAMA3_ROPE, "rope_theta": 500.0, "attention_factor": 2.0}},
+     "rope_parameters.attention_factor=2.0 is not understood with rope_type 'llama3'"),
+    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 500.0, "factor": 8.0}},
+     "rope_parameters with rope_type 'llama3' lacks low_freq_factor, high_freq_factor"),
+    ({"rope_scaling": {**LLAMA3_ROPE, "factor": 4.0}, "rope_parameters": {**LLAMA3_ROPE, "rope_theta": 500.0}},
+     "disagree (transformers 4 reads rope_scaling"),
     ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 500.0}}},
      "rope_parameters.full_attention="),
     ({"rope_theta": 10000.0}, "rope_theta=10000.0, rope_parameters.rope_theta=500.0 disagree"),
@@ -54,7 +64,8 @@ def test_every_key_transformers_knows_is_classified(saved):
     ({"sliding_window": 32}, "sliding_window=32 is not supported"),
     ({"bos_token_id": [1, 3]}, "bos_token_id=[1, 3] is not one token id"),
     ({"logits_scaling": 4.0}, "key(s) logits_scaling not understood: the model may compute differently"),
-], ids=["rope_parameters-llama3", "rope_scaling-llama3", "rope_scaling-linear", "rope-per-layer-type",
+], ids=["rope_parameters-yarn", "rope_scaling-dynamic", "rope_scaling-linear", "llama3-extra-key",
+        "llama3-incomplete", "llama3-twice-unequal", "rope-per-layer-type",
         "theta-twice", "attention_bias", "hidden_act", "sliding_window", "bos-list", "unknown-key"])
 def test_import_refuses_what_it_would_compute_differently(saved, tmp_path, capsys, edit, message):
     _, hf_dir = saved
@@ -85,3 +96,31 @@ def test_transformers5_config_imports_with_its_theta_and_eos_list(saved, tmp_pat
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     assert reloaded.config.eos_token_id == reloaded.generation_config.eos_token_id == [2, 5]
     np.testing.assert_allclose(hf_logits(reloaded, tokens), hf_logits(model, tokens), atol=1e-5)
+
+
+def test_llama3_rope_round_trips_through_both_spellings(tmp_path):
+    """A transformers 5 llama3 model (rope_parameters) and the same config in transformers 4's spelling (top-level
+    rope_theta + rope_scaling) import alike; the export writes the form both libraries read, reloads with the same
+    rope_parameters and bit-identical weights, and reads back to the same LlamaConfig."""
+    model = tiny_hf_model(num_kv_heads=2, tie=True, layers=1, rope_scaling=LLAMA3_ROPE, qk_gain=4.0)
+    model.save_pretrained(tmp_path / "hf")
+    written = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert written["rope_parameters"] == {**LLAMA3_ROPE, "rope_theta": 500.0} and "rope_scaling" not in written
+    hf.hf_to_orbax(tmp_path / "hf", tmp_path / "ckpt", **QUIET)
+    cfg = forward.load(tmp_path / "ckpt").cfg
+    assert cfg == cfg.replace(rope_theta=500.0, tie_word_embeddings=True, **LLAMA3_FIELDS)
+    v4 = {**written, "rope_theta": 500.0, "rope_scaling": {**LLAMA3_ROPE, "type": "llama3"}}
+    del v4["rope_parameters"]
+    assert LlamaConfig.from_hf(v4) == LlamaConfig.from_hf(written)
+    v4["rope_scaling"].pop("original_max_position_embeddings")
+    assert LlamaConfig.from_hf(v4).rope_original_max_position_embeddings == 128  # transformers' default
+
+    hf.orbax_to_hf(tmp_path / "ckpt", tmp_path / "out", **QUIET)
+    exported = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert exported["rope_theta"] == 500.0 and exported["rope_scaling"] == LLAMA3_ROPE  # transformers 4's own form
+    assert LlamaConfig.from_hf(exported) == LlamaConfig.from_hf(written)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert reloaded.config.rope_parameters == model.config.rope_parameters
+    before, after = model.state_dict(), reloaded.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    torch.testing.assert_close(reloaded.model.rotary_emb.inv_freq, model.model.rotary_emb.inv_freq, rtol=0, atol=0)

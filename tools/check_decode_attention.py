@@ -12,7 +12,8 @@ import numpy as np
 
 from xfer_jax.model.attention import cache_visibility, cached_attention
 from xfer_jax.model.decode_attention import decode_attention
-from xfer_jax.model.llama import apply_rope, rope_tables
+from xfer_jax.model.config import LlamaConfig
+from xfer_jax.model.llama import apply_rope, rope_frequencies, rope_tables
 
 # batch, heads, kv heads, head size, cache slots, layers, the new token's slot
 CASES = [(1, 32, 32, 128, 384, 4, 200), (4, 32, 4, 64, 2064, 2, 1500), (2, 32, 32, 128, 400, 2, 399)]
@@ -28,7 +29,8 @@ def check(batch, heads, kv_heads, head_dim, slots, layers, index, layer=1):
     valid[:, 5:index + 1], valid[0, :index + 1] = True, True  # rows after the first are left-padded
     valid = jnp.asarray(valid)
     visible = cache_visibility(index, valid, 1)[:, 0].astype(jnp.int32)
-    cos, sin = rope_tables(jnp.full((batch, 1), index), head_dim, 10000.0)
+    inv_freq = rope_frequencies(LlamaConfig(hidden_size=heads * head_dim, num_heads=heads, num_kv_heads=kv_heads))
+    cos, sin = rope_tables(jnp.full((batch, 1), index), inv_freq)
     fused = jnp.concatenate([q.reshape(batch, 1, kv_heads, group, head_dim),
                              jnp.zeros((batch, 1, kv_heads, 2, head_dim), q.dtype)], axis=3)
     ones = jnp.ones((batch,), jnp.float32)

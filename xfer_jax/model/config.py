@@ -13,6 +13,9 @@ from xfer_jax.model.family import LORA_TARGETS  # the projections that may take 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_out")
 ATTENTION_IMPLS = ("xla", "cudnn")
 DECODE_ATTENTION_IMPLS = ("xla", "pallas")  # one new token against the KV cache (model/decode_attention.py)
+ROPE_TYPES = ("default", "llama3")  # plain RoPE; Llama 3.1+'s long-context frequency scaling (llama.rope_frequencies)
+LLAMA3_ROPE_FIELDS = (  # set exactly when rope_type == "llama3"; HF's names for them are in HF_LLAMA3_ROPE
+    "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_position_embeddings")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +29,13 @@ class LlamaConfig:
     max_position_embeddings: int = 2048
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
+    rope_type: str = "default"  # see ROPE_TYPES
+    # rope_type "llama3" only (None otherwise): wavelengths longer than original/low_freq_factor are stretched by
+    # rope_factor, shorter than original/high_freq_factor kept, those between interpolated smoothly.
+    rope_factor: float | None = None
+    rope_low_freq_factor: float | None = None
+    rope_high_freq_factor: float | None = None
+    rope_original_max_position_embeddings: int | None = None  # the pretraining context the scaling extends
     tie_word_embeddings: bool = False
     initializer_range: float = 0.02
     bos_token_id: int = 1
@@ -66,6 +76,26 @@ class LlamaConfig:
             raise ValueError(f"lora_targets {sorted(unknown)} are not projections; choose from {LORA_TARGETS}")
         for field in ("dtype", "param_dtype"):
             jnp.dtype(getattr(self, field))  # raises on an unknown dtype name
+        self._check_rope()
+
+    def _check_rope(self):
+        if self.rope_type not in ROPE_TYPES:
+            raise ValueError(f"rope_type={self.rope_type!r}; choose one of {ROPE_TYPES}")
+        given = {f: getattr(self, f) for f in LLAMA3_ROPE_FIELDS if getattr(self, f) is not None}
+        if self.rope_type != "llama3":
+            if given:
+                raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in given.items())}: only read with "
+                                 f"rope_type='llama3' (rope_type={self.rope_type!r}); drop them or set rope_type")
+            return
+        missing = [f for f in LLAMA3_ROPE_FIELDS if f not in given]
+        if missing:
+            raise ValueError(f"rope_type='llama3' needs {', '.join(missing)}")
+        low, high = self.rope_low_freq_factor, self.rope_high_freq_factor
+        original = self.rope_original_max_position_embeddings
+        if not (self.rope_factor > 0 and 0 < low < high and isinstance(original, int) and original > 0):
+            raise ValueError(f"rope_factor={self.rope_factor}, rope_low_freq_factor={low}, rope_high_freq_factor="
+                             f"{high}, rope_original_max_position_embeddings={original}: expected factor > 0, "
+                             f"0 < low < high and a positive integer context")
 
     @property
     def head_dim(self) -> int:
@@ -137,10 +167,15 @@ class LlamaConfig:
         for key, (neutral, fix) in HF_NEUTRAL.items():
             if key in hf and not neutral(hf[key], shape):
                 raise ValueError(f"{source}: {key}={hf[key]!r} is not supported: {fix}")
-        return cls(**kw, rope_theta=_hf_rope_theta(hf, source), **run)
+        rope = _hf_rope(hf, source, shape["max_position_embeddings"])
+        try:
+            return cls(**kw, **rope, **run)
+        except ValueError as e:  # a value __post_init__ refuses (e.g. high_freq_factor <= low_freq_factor)
+            raise ValueError(f"{source}: {e}") from None
 
     def to_hf(self) -> dict[str, Any]:
-        """config.json for transformers 4 and 5 alike (both read a top-level rope_theta); ids as given."""
+        """config.json for transformers 4 and 5 alike: both read a top-level rope_theta and a rope_scaling dict
+        without one (5 turns them into its rope_parameters); ids as given."""
         hf = {theirs: getattr(self, ours) for theirs, ours in HF_FIELDS.items()}
         if not isinstance(self.eos_token_id, int):
             hf["eos_token_id"] = list(self.eos_token_id)
@@ -154,7 +189,8 @@ class LlamaConfig:
             head_dim=self.head_dim,
             pretraining_tp=1,
             rope_theta=self.rope_theta,
-            rope_scaling=None,
+            rope_scaling=None if self.rope_type == "default" else  # transformers' own llama3 form (Llama 3.1)
+            {"rope_type": self.rope_type, **{theirs: getattr(self, ours) for theirs, ours in HF_LLAMA3_ROPE.items()}},
             use_cache=True,
             torch_dtype="float32" if self.param_dtype == "float32" else "bfloat16",
         )
@@ -184,10 +220,18 @@ HF_FIELDS = {  # honoured: HF key -> LlamaConfig field
     "pad_token_id": "pad_token_id",
 }
 
-# Honoured in both spellings (`_hf_rope_theta`): transformers < 5 writes rope_theta (+ rope_scaling for scaled
+# Honoured in both spellings (`_hf_rope`): transformers < 5 writes rope_theta (+ a rope_scaling dict for scaled
 # RoPE); transformers 5 writes one rope_parameters dict with rope_type and rope_theta inside (and reads a
-# rope_scaling dict as the same thing).
+# rope_scaling dict as the same thing). Inside the dict each rope_type reads only its own keys (HF_ROPE_TYPES);
+# every other rope_type (linear, dynamic, yarn, longrope, ...) is refused by name.
 HF_ROPE_KEYS = ("rope_theta", "rope_scaling", "rope_parameters")
+HF_LLAMA3_ROPE = {  # honoured inside the dict with rope_type 'llama3': HF key -> LlamaConfig field
+    "factor": "rope_factor",
+    "low_freq_factor": "rope_low_freq_factor",
+    "high_freq_factor": "rope_high_freq_factor",
+    "original_max_position_embeddings": "rope_original_max_position_embeddings",
+}
+HF_ROPE_TYPES = {"default": {}, "llama3": HF_LLAMA3_ROPE}  # rope_type -> the dict keys it reads (+ rope_theta)
 
 HF_NEUTRAL = {  # change the computation unless neutral: key -> (is_neutral(value, our shape fields), the fix)
     "hidden_act": (lambda v, s: v in ("silu", "swish"), "the MLP here is SwiGLU; expected 'silu'"),
@@ -242,28 +286,56 @@ HF_HARMLESS = {  # the logits and the training step do not depend on these: key 
 }
 
 
-def _hf_rope_theta(hf: dict[str, Any], source: str) -> float:
-    """The RoPE base from either spelling. Scaled RoPE (llama3, linear, dynamic, yarn, ...) is refused by name
-    until it is supported, and a theta given twice must agree: transformers 4 reads the top-level one, 5 the one
-    inside the dict, so a disagreement means the two libraries compute different models."""
+def _hf_rope(hf: dict[str, Any], source: str, max_positions: int) -> dict[str, Any]:
+    """rope_theta, rope_type and the llama3 fields from either spelling. A setting given twice must agree:
+    transformers 4 reads the top-level theta and rope_scaling, 5 the dict's theta and rope_scaling before
+    rope_parameters, so a disagreement means the two libraries compute different models."""
     thetas = {"rope_theta": hf["rope_theta"]} if hf.get("rope_theta") is not None else {}
+    scalings = {}  # where -> (rope_type, {field: value})
     for key in ("rope_scaling", "rope_parameters"):
         rope = hf.get(key)
         if rope is None:
             continue
         if not isinstance(rope, dict):
             raise ValueError(f"{source}: {key}={rope!r} is not understood; expected a dict of rope_type, rope_theta")
-        for name in ("rope_type", "type"):
-            if rope.get(name, "default") != "default":
-                raise ValueError(f"{source}: {key}.{name}={rope[name]!r} is not supported yet: only plain RoPE "
-                                 f"(rope_type 'default') is")
+        kinds = {name: rope[name] for name in ("rope_type", "type") if rope.get(name) is not None}
+        if len(set(kinds.values())) > 1:
+            raise ValueError(f"{source}: {key} has rope_type={kinds['rope_type']!r} and type={kinds['type']!r}: "
+                             f"make them equal")
+        name, kind = next(iter(kinds.items()), ("rope_type", "default"))
+        if kind not in HF_ROPE_TYPES:
+            raise ValueError(f"{source}: {key}.{name}={kind!r} is not supported: only plain RoPE (rope_type "
+                             f"'default') and Llama 3.1's scaling (rope_type 'llama3') are")
+        reads, fields = HF_ROPE_TYPES[kind], {}
         for name, value in rope.items():
-            if name not in ("rope_type", "type", "rope_theta") and not (name == "partial_rotary_factor" and value == 1):
-                raise ValueError(f"{source}: {key}.{name}={value!r} is not understood with plain RoPE: the model may "
-                                 f"compute differently; only rope_type and rope_theta are read")
-        if rope.get("rope_theta") is not None:
-            thetas[f"{key}.rope_theta"] = rope["rope_theta"]
+            if name == "rope_theta" and value is not None:
+                thetas[f"{key}.rope_theta"] = value
+            elif name in reads:
+                fields[reads[name]] = value
+            elif name not in ("rope_type", "type", "rope_theta") and (name, value) != ("partial_rotary_factor", 1):
+                raise ValueError(f"{source}: {key}.{name}={value!r} is not understood with rope_type {kind!r}: the "
+                                 f"model may compute differently; only rope_type, rope_theta"
+                                 f"{''.join(', ' + k for k in reads)} are read")
+        if kind == "llama3":  # transformers' default for a missing pretraining context
+            fields.setdefault("rope_original_max_position_embeddings", max_positions)
+            missing = [theirs for theirs, ours in reads.items() if fields.get(ours) is None]
+            if missing:
+                raise ValueError(f"{source}: {key} with rope_type 'llama3' lacks {', '.join(missing)}")
+            fields = {ours: _number(fields[ours], ours == "rope_original_max_position_embeddings", f"{source}: {key}."
+                                    f"{theirs}") for theirs, ours in reads.items()}
+        scalings[key] = (kind, fields)
+    if len({repr(v) for v in scalings.values()}) > 1:
+        given = "; ".join(f"{k}: rope_type={kind!r} {fields}" for k, (kind, fields) in scalings.items())
+        raise ValueError(f"{source}: {given} disagree (transformers 4 reads rope_scaling, 5 rope_scaling or else "
+                         f"rope_parameters): make them equal")
     if len({float(v) for v in thetas.values()}) > 1:
         given = ", ".join(f"{k}={v}" for k, v in thetas.items())
         raise ValueError(f"{source}: {given} disagree (transformers 4 reads rope_theta, 5 the dict's): make them equal")
-    return float(next(iter(thetas.values()), 10000.0))
+    kind, fields = next(iter(scalings.values()), ("default", {}))
+    return {"rope_theta": float(next(iter(thetas.values()), 10000.0)), "rope_type": kind, **fields}
+
+
+def _number(value: Any, integer: bool, where: str) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or integer and value != int(value):
+        raise ValueError(f"{where}={value!r} is not {'an integer' if integer else 'a number'}")
+    return int(value) if integer else float(value)

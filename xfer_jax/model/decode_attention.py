@@ -71,7 +71,9 @@ def decode_attention(queries: jax.Array, group: int, q_scale: jax.Array, cos: ja
     queries [B, 1, K, ≥G, D]: each kv head's `group` query heads *before* RoPE, first along axis 3 — the fused q/k/v
     projection's output as it is (its key and value rows after them are not read), so no copy is made;
     q_scale [B] multiplies each row's queries (the RMSNorm factor when the norm weights are folded, `fold_norms`);
-    cos, sin [B, 1, D] the new token's rotary tables; k_all, v_all the whole cache [L, B, S, K, D];
+    cos, sin [B, 1, D] the new token's rotary tables (`llama.rope_tables`: the model's own frequencies, plain or
+    llama3-scaled; the kernel reads their first halves and computes none itself);
+    k_all, v_all the whole cache [L, B, S, K, D];
     `visible` [B, S] int32, nonzero where the new token may attend (filled, valid slots up to its own).
     Returns [B, 1, H, D] like `cached_attention` on RoPE'd queries."""
     batch, kv_heads, head_dim = queries.shape[0], k_all.shape[3], k_all.shape[4]

@@ -1,4 +1,4 @@
-"""LLaMA-1/2 in Flax NNX: RMSNorm, rotary embeddings, SwiGLU, grouped-query attention.
+"""LLaMA 1/2/3 in Flax NNX: RMSNorm, rotary embeddings (plain or Llama-3.1-scaled), SwiGLU, grouped-query attention.
 
 Parameter names follow Hugging Face's (`embed_tokens`, `layers.q_proj`, ...), so conversion is a table,
 not a puzzle: every parameter's shape, axes and HF name is a row of `family.LLAMA`. q/k projections keep HF's rotate-half RoPE layout: no permutation on import or export.
@@ -6,10 +6,12 @@ Every decoder-layer parameter is stacked on a leading `layers` axis and the laye
 so compile time does not grow with depth. Each parameter carries its logical axis names in the
 `logical_axes` metadata; `xfer_jax.parallel.rules` turns them into shardings.
 """
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
@@ -44,10 +46,36 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
     return x32.astype(x.dtype) * weight.astype(x.dtype)
 
 
-def rope_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-    """cos/sin [B, T, D] in fp32 for the rotate-half layout (frequencies repeated over both halves)."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+def rope_frequencies(cfg: LlamaConfig) -> np.ndarray:
+    """RoPE's inverse frequencies [D/2], float32, bit for bit as transformers computes them (its
+    `_compute_default_rope_parameters` and, for rope_type 'llama3', `_compute_llama3_parameters`), from the
+    config alone: a constant under jit. The one place frequencies are made; training, the forward, KV-cache
+    decoding and the decoding kernel all rotate by `rope_tables` over these.
+
+    The power is taken in float64 and rounded (what torch's float32 pow gives; numpy's float32 pow is off by an
+    ulp), and `c / x` is `reciprocal(x) * c` as torch evaluates a scalar over a tensor."""
+    f32 = np.float32
+    exponents = np.arange(0, cfg.head_dim, 2).astype(f32) / f32(cfg.head_dim)
+    inv_freq = f32(1.0) / (np.float64(cfg.rope_theta) ** exponents.astype(np.float64)).astype(f32)
+    if cfg.rope_type == "default":
+        return inv_freq
+    # llama3: wavelengths below original/high_freq_factor kept, above original/low_freq_factor divided by
+    # `factor`, those between interpolated by how many turns they make in the original context.
+    factor, low, high = f32(cfg.rope_factor), cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    context = cfg.rope_original_max_position_embeddings
+    long_wavelength, short_wavelength = f32(context / low), f32(context / high)
+    wavelength = np.reciprocal(inv_freq) * f32(2 * math.pi)
+    scaled = np.where(wavelength > long_wavelength, inv_freq / factor, inv_freq)
+    smooth = (np.reciprocal(wavelength) * f32(context) - f32(low)) / f32(high - low)
+    smoothed = (f32(1) - smooth) * scaled / factor + smooth * scaled
+    between = ~(wavelength < short_wavelength) & ~(wavelength > long_wavelength)
+    return np.where(between, smoothed, scaled).astype(f32)
+
+
+def rope_tables(positions: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """cos/sin [B, T, D] in fp32 for the rotate-half layout (frequencies repeated over both halves);
+    `inv_freq` from `rope_frequencies`."""
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
 
@@ -175,7 +203,7 @@ class DecoderLayers(nnx.Module):
 
     def __call__(self, x, positions, segment_ids, dropout_key=None):
         cfg = self.cfg
-        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
+        cos, sin = rope_tables(positions, rope_frequencies(cfg))
         keys = None if dropout_key is None else jax.random.split(dropout_key, cfg.num_layers)
 
         def body(x, inputs):
@@ -192,7 +220,7 @@ class DecoderLayers(nnx.Module):
         layer and matrix: batch-1 decoding is a matrix-vector product per weight, and XLA reads a slice of a
         stacked array either through a copy or through a slower fused GEMM."""
         cfg = self.cfg
-        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
+        cos, sin = rope_tables(positions, rope_frequencies(cfg))
         k_all, v_all, index, valid = cache.keys, cache.values, cache.next_slot, cache.filled
         visible = None
         if cfg.decode_attention == "pallas" and decode_attention_supported(x.shape[1], cfg):

@@ -1,4 +1,4 @@
-"""Known LLaMA shapes by name: the models of the study (PAPER.md), TinyLlama, and tiny test shapes.
+"""Known LLaMA shapes by name: the models of the study (PAPER.md), Llama 3.x, TinyLlama, and tiny test shapes.
 
 `configs/models.py` exposes them to ml_collections configs; `get_shape(name)` is the one lookup.
 """
@@ -27,6 +27,25 @@ SHAPES: dict[str, dict] = {
     "small": dict(hidden_size=256, intermediate_size=688, num_layers=4, num_heads=8, num_kv_heads=4,
                   max_position_embeddings=1024, rms_norm_eps=1e-5),
 }
+# Llama 3.x, as Meta's config.json files on the Hub give them: 128,256 pieces, theta 500,000, 8 kv heads; from 3.1
+# on, the llama3 RoPE scaling (factor 8; 3.2's small models 32) from an 8,192-token pretraining context.
+_LLAMA3 = dict(vocab_size=128256, num_kv_heads=8, rope_theta=500000.0, rms_norm_eps=1e-5, bos_token_id=128000,
+               eos_token_id=128001, max_position_embeddings=8192)
+_LLAMA3_1 = dict(_LLAMA3, max_position_embeddings=131072, rope_type="llama3", rope_factor=8.0, rope_low_freq_factor=1.0,
+                 rope_high_freq_factor=4.0, rope_original_max_position_embeddings=8192)
+_LLAMA3_2 = dict(_LLAMA3_1, rope_factor=32.0, tie_word_embeddings=True)
+_8B = dict(hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32)
+_70B = dict(hidden_size=8192, intermediate_size=28672, num_layers=80, num_heads=64)
+SHAPES.update({
+    "llama3_8b": dict(_8B, **_LLAMA3),
+    "llama3_70b": dict(_70B, **_LLAMA3),
+    "llama3_1_8b": dict(_8B, **_LLAMA3_1),
+    "llama3_1_70b": dict(_70B, **_LLAMA3_1),
+    "llama3_1_405b": dict(hidden_size=16384, intermediate_size=53248, num_layers=126, num_heads=128, **_LLAMA3_1),
+    "llama3_2_1b": dict(hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32, **_LLAMA3_2),
+    "llama3_2_3b": dict(hidden_size=3072, intermediate_size=8192, num_layers=28, num_heads=24, **_LLAMA3_2),
+    "llama3_3_70b": dict(_70B, **_LLAMA3_1),
+})
 # Chinese LLaMA line: same bodies, extended vocabularies (Open Chinese LLaMA kept the original 32,000).
 SHAPES["chinese_llama_7b"] = dict(SHAPES["llama_7b"], vocab_size=49953)
 SHAPES["chinese_llama2_7b"] = dict(SHAPES["llama2_7b"], vocab_size=55296)
