@@ -17,6 +17,7 @@ setup(
         "numpy",
         "safetensors>=0.4",
         "sentencepiece>=0.2",
+        "tokenizers>=0.15",  # the tokenizer wrapper's tokenizer.json backend (Llama-3); encode_special_tokens
         "grain>=0.2.12",
         "array-record>=0.8",
         "pyarrow",
@@ -25,6 +26,7 @@ setup(
         "protobuf",
         "gguf",  # reads llama.cpp's GGUF vocabulary to rebuild LLaMA's tokenizer.model (xfer data fetch)
         "py3langid>=0.4",  # language ID for code-switching evaluation
+        "jinja2>=3.1.6",  # tokenizers' own chat templates (xfer_jax/data/chat_template.py); older sandboxes leak
     ],
     extras_require={
         # torch is pinned to the CPU wheel: any other spec pulls GBs of CUDA.

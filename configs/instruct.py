@@ -5,9 +5,12 @@
     xfer train --config configs/instruct.py:full ...
 
 Prompts are rendered by `data.instruct.template` (alpaca) and carry loss weight 0; responses and their EOS
-carry 1 (xfer_jax/data/instruct.py). Defaults follow the Chinese-LLaMA line's public scripts (PAPER.md):
-LoRA r=8, alpha 32, dropout 0.05 on all seven projections, lr 1e-4, cosine, 3% warmup, block 512; full
-fine-tuning takes lr 2e-5 (the paper gives no hyper-parameters). The default data are chatterbot-corpus
+carry 1 (xfer_jax/data/instruct.py). `template="tokenizer"` renders the tokenizer's own chat template instead
+(an HF tokenizer with `chat_template`, e.g. Llama-3-Instruct: loss on the assistant text and its `<|eot_id|>`;
+xfer_jax/data/chat_template.py); `data.instruct.system` is then its default system message.
+Defaults follow the Chinese-LLaMA line's public scripts (PAPER.md): LoRA r=8, alpha 32, dropout 0.05 on all
+seven projections, lr 1e-4, cosine, 3% warmup, block 512; full fine-tuning takes lr 2e-5 (the paper gives no
+hyper-parameters). The default data are chatterbot-corpus
 pairs (`python -m xfer_jax.data.instruct_fetch`): Chinese as BELLE records, English as Bactrian-X; point
 `data.sources` at real BELLE / Bactrian-X / Alpaca / ShareGPT files (format belle | bactrian_x | alpaca |
 sharegpt). Everything else (mesh, rules, train.*) is configs/pretrain.py's.
@@ -55,7 +58,9 @@ def get_config(mode: str = "lora") -> ml_collections.ConfigDict:
     c.data.heldout = [instruct_source("zh", "heldout"), instruct_source("en", "heldout")]
     c.data.languages = ["zh", "en"]
     c.data.seq_len = 512
-    c.data.instruct.template = "alpaca"  # alpaca | llama2_chat | plain
+    # alpaca | llama2_chat | plain | tokenizer: the tokenizer's own Jinja chat template (tokenizer_config.json's
+    # chat_template, e.g. Llama-3-Instruct), loss on each assistant turn's text and end-of-turn tokens
+    c.data.instruct.template = "alpaca"
 
     c.optim.lr = lr
     c.optim.warmup_steps = 0.03

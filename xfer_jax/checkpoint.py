@@ -1,7 +1,9 @@
 """The one checkpoint layout every stage reads and writes.
 
     DIR/
-      tokenizer.model           the sentencepiece model the checkpoint's vocabulary belongs to (optional)
+      tokenizer.model           the tokenizer the checkpoint's vocabulary belongs to (optional): a sentencepiece
+      | tokenizer.json          model, or a Hugging Face tokenizer.json with its tokenizer_config.json (one kind
+        tokenizer_config.json   only; `tokenizer_path` names the file to load, tokenizer.json first)
       <step>/params/            Orbax PyTree of the parameter dict (see xfer_jax.model.params)
       <step>/meta/              JSON: model config, step, format version, and whatever the stage adds
       <step>/opt_state/         a train state's optimizer state (save_train_state; only the trained parameters')
@@ -25,7 +27,9 @@ from xfer_jax.model import params as model_params
 from xfer_jax.model.config import LlamaConfig
 
 FORMAT = "xfer_jax/1"
-TOKENIZER_FILE = "tokenizer.model"
+TOKENIZER_FILE = "tokenizer.model"  # sentencepiece
+HF_TOKENIZER_FILE, HF_TOKENIZER_CONFIG = "tokenizer.json", "tokenizer_config.json"
+TOKENIZER_FILES = (HF_TOKENIZER_FILE, TOKENIZER_FILE, HF_TOKENIZER_CONFIG)  # what tokenizer_path looks for first
 
 
 def manager(ckpt_dir: str | pathlib.Path, *, max_to_keep: int | None = None, save_interval_steps: int = 1,
@@ -45,9 +49,10 @@ def meta_dict(cfg: LlamaConfig, step: int, **extra) -> dict:
     return {"format": FORMAT, "model": cfg.to_dict(), "step": int(step), **extra}
 
 
-def save(ckpt_dir, cfg: LlamaConfig, params: dict, *, step: int = 0, tokenizer: str | pathlib.Path | None = None,
+def save(ckpt_dir, cfg: LlamaConfig, params: dict, *, step: int = 0, tokenizer=None,
          extra_meta: dict | None = None, overwrite: bool = False) -> pathlib.Path:
-    """Write params (+ meta, + tokenizer.model) as step `step` of DIR and wait until it is committed.
+    """Write params (+ meta, + the tokenizer's files: `write_tokenizer`) as step `step` of DIR and wait until
+    it is committed.
 
     An existing step is replaced only with `overwrite`; otherwise it is an error, never a silent skip."""
     ckpt_dir = pathlib.Path(ckpt_dir).resolve()
@@ -61,17 +66,48 @@ def save(ckpt_dir, cfg: LlamaConfig, params: dict, *, step: int = 0, tokenizer: 
         ))
         mgr.wait_until_finished()
     if tokenizer is not None:
-        paths.copy_file(tokenizer, ckpt_dir / TOKENIZER_FILE)
+        write_tokenizer(ckpt_dir, tokenizer)
     return ckpt_dir
 
 
+def tokenizer_files(tokenizer) -> dict[str, bytes]:
+    """{name: content} a checkpoint carries for `tokenizer`: a tokenizer wrapper (its `files()`), or a path (a
+    .model file, a tokenizer.json with its sibling tokenizer_config.json, or a directory holding either)."""
+    if hasattr(tokenizer, "files"):
+        return tokenizer.files()
+    path = pathlib.Path(tokenizer)
+    if path.is_dir():
+        path = next((path / n for n in (HF_TOKENIZER_FILE, TOKENIZER_FILE) if (path / n).is_file()),
+                    path / TOKENIZER_FILE)
+    if path.suffix != ".json":
+        return {TOKENIZER_FILE: path.read_bytes()}
+    config = path.with_name(HF_TOKENIZER_CONFIG)
+    return {**({HF_TOKENIZER_CONFIG: config.read_bytes()} if config.is_file() else {}),
+            HF_TOKENIZER_FILE: path.read_bytes()}
+
+
+def write_tokenizer(ckpt_dir, tokenizer) -> None:
+    """Write the tokenizer's files beside the steps, each atomically. The file `tokenizer_path` finds and any
+    file of another tokenizer go first and that file is written last, so at no moment does it name a mix of two
+    tokenizers: a crash leaves the old one, none, or the new one whole."""
+    ckpt_dir = pathlib.Path(ckpt_dir)
+    files = tokenizer_files(tokenizer)
+    main = HF_TOKENIZER_FILE if HF_TOKENIZER_FILE in files else TOKENIZER_FILE
+    for name in TOKENIZER_FILES:
+        if name == main or name not in files:
+            (ckpt_dir / name).unlink(missing_ok=True)
+    for name in sorted(files, key=lambda n: n == main):
+        paths.write_bytes(ckpt_dir / name, files[name])
+
+
 def save_train_state(mgr: ocp.CheckpointManager, step: int, state: dict, *, cfg: LlamaConfig, data_args,
-                     tokenizer: str | pathlib.Path | None = None, force: bool = False, **extra_meta) -> None:
+                     tokenizer=None, force: bool = False, **extra_meta) -> None:
     """Step `step` of a run: params, opt_state, meta (model config, step, skipped updates, `extra_meta`) and the
-    data iterator's position (`data_args`, its Orbax save args). `tokenizer` is copied beside the steps
-    (process 0), as the first save of a run does. With async saving, commits after `mgr.wait_until_finished`."""
+    data iterator's position (`data_args`, its Orbax save args). `tokenizer` (a wrapper or a path) is written
+    beside the steps (process 0, `write_tokenizer`), as the first save of a run does. With async saving, commits
+    after `mgr.wait_until_finished`."""
     if tokenizer is not None and jax.process_index() == 0:
-        paths.copy_file(tokenizer, pathlib.Path(mgr.directory) / TOKENIZER_FILE)
+        write_tokenizer(mgr.directory, tokenizer)
     meta = meta_dict(cfg, step, skipped=int(state["skipped"]), **extra_meta)
     mgr.save(step, force=force, args=ocp.args.Composite(
         params=ocp.args.StandardSave(state["params"]),
@@ -136,8 +172,9 @@ def read_meta(ckpt_dir, step: int | None = None) -> dict:
 
 
 def tokenizer_path(ckpt_dir) -> pathlib.Path | None:
-    path = pathlib.Path(ckpt_dir).resolve() / TOKENIZER_FILE
-    return path if path.exists() else None
+    """The checkpoint's tokenizer file to load (tokenizer.json, else tokenizer.model), None when it carries none."""
+    ckpt_dir = pathlib.Path(ckpt_dir).resolve()
+    return next((ckpt_dir / n for n in (HF_TOKENIZER_FILE, TOKENIZER_FILE) if (ckpt_dir / n).exists()), None)
 
 
 def load_params(ckpt_dir, *, step: int | None = None, shardings: dict | None = None,
@@ -198,10 +235,14 @@ RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention", "decode_attention", 
 
 
 def check_resume(ckpt_dir, cfg: LlamaConfig, *, tokenizer, trainable: list[str], languages: list[str],
-                 fix: str) -> int | None:
+                 fix: str, tokenizer_source: str | None = None) -> int | None:
     """The step a run resumes from (None: a fresh start), after checking that the checkpoint in DIR is the
     same run: model, tokenizer, trained parameters and languages. Reads only, so a refused resume changes
-    nothing; each mismatch is one line naming the setting, both values, the checkpoint and `fix`."""
+    nothing; each mismatch is one line naming the setting, both values, the checkpoint and `fix`.
+
+    `tokenizer` is the run's tokenizer wrapper (its `sha256()` of canonical bytes is compared with the one the
+    checkpoint's meta records, else with the stored tokenizer's), or a sentencepiece .model path (file hash);
+    `tokenizer_source` names it in messages (default: its `source`, or the path)."""
     ckpt_dir = pathlib.Path(ckpt_dir)
     step = committed_step(ckpt_dir) if ckpt_dir.is_dir() else None
     if step is None:
@@ -214,12 +255,14 @@ def check_resume(ckpt_dir, cfg: LlamaConfig, *, tokenizer, trainable: list[str],
         if key not in RUN_FIELDS and saved[key] != wanted[key]:
             raise ValueError(f"model.{key}={wanted[key]!r} but {where} was trained with {saved[key]!r}; {fix}")
     _check_shapes(ckpt_dir, step, model_params.abstract_params(cfg), _stored_shapes(ckpt_dir, step))
+    wrapper = hasattr(tokenizer, "sha256")
     theirs = meta.get("tokenizer_sha256")
-    stored = ckpt_dir / TOKENIZER_FILE
+    stored = tokenizer_path(ckpt_dir) or ckpt_dir / TOKENIZER_FILE
     if theirs is None and stored.exists():
-        theirs = file_sha256(stored)
-    if theirs is not None and theirs != file_sha256(tokenizer):
-        raise ValueError(f"data.tokenizer={tokenizer} differs from the tokenizer of {where} ({stored}); resume with "
+        theirs = tokenizer.load(stored).sha256() if wrapper else file_sha256(stored)
+    if theirs is not None and theirs != (tokenizer.sha256() if wrapper else file_sha256(tokenizer)):
+        name = tokenizer_source or (tokenizer.source if wrapper else tokenizer)
+        raise ValueError(f"data.tokenizer={name} differs from the tokenizer of {where} ({stored}); resume with "
                          f"--config.data.tokenizer={stored}, or {fix}")
     for name, ours in (("train.trainable", trainable), ("data languages", languages)):
         key = "trainable" if name == "train.trainable" else "languages"

@@ -8,8 +8,9 @@ here, and every such model holds a `Placement` (mesh + rules): it traces inside 
 host batches on the batch axes with `placement.put` and brings results back with `placement.to_host`.
 
 Which tokenizer belongs to a checkpoint has one answer too (`tokenizer_for`): `--tokenizer` if given, else
-the checkpoint's own `tokenizer.model` (import and export carry it), else the tokenizer the trainer was
-configured with (recorded in the checkpoint's meta). `load_with_tokenizer` loads both and checks them.
+the checkpoint's own tokenizer (`tokenizer.json` or `tokenizer.model`: import and export carry it), else the
+tokenizer the trainer was configured with (recorded in the checkpoint's meta). `load_with_tokenizer` loads
+both and checks them.
 
 `logprobs` reduces on device: evaluation never needs the full [B, T, V] logits on the host (2 GB for one
 8×2048 batch of a 32k vocabulary). The held-out loss sums are the training objective's own eval step and so
@@ -97,18 +98,19 @@ def logits(ckpt_dir, tokens, **kwargs) -> np.ndarray:
 
 
 def tokenizer_for(ckpt_dir, tokenizer: str | pathlib.Path | None = None) -> Tokenizer:
-    """`tokenizer` if given, else the checkpoint's own tokenizer.model, else the one its trainer was configured with."""
+    """`tokenizer` if given (a .model, a tokenizer.json or a directory holding either), else the checkpoint's own
+    (checkpoint.tokenizer_path: tokenizer.json, else tokenizer.model), else the one its trainer was configured with."""
     if tokenizer:
         return Tokenizer.load(tokenizer)
     own = checkpoint.tokenizer_path(ckpt_dir)
     if own is not None:
         return Tokenizer.load(own)
     trained_with = checkpoint.read_meta(ckpt_dir).get("config", {}).get("data", {}).get("tokenizer")
-    if trained_with and pathlib.Path(trained_with).is_file():
+    if trained_with and pathlib.Path(trained_with).exists():
         return Tokenizer.load(trained_with)
     raise FileNotFoundError(
-        f"{ckpt_dir} holds no tokenizer.model and its meta names no existing data.tokenizer "
-        f"({trained_with!r}); pass --tokenizer PATH/tokenizer.model")
+        f"{ckpt_dir} holds no tokenizer.model or tokenizer.json and its meta names no existing data.tokenizer "
+        f"({trained_with!r}); pass --tokenizer PATH/tokenizer.model (or PATH/tokenizer.json)")
 
 
 def load_with_tokenizer(ckpt_dir, *, mesh: jax.sharding.Mesh | None = None, tokenizer=None, dtype: str | None = None,

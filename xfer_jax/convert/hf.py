@@ -20,6 +20,7 @@ import numpy as np
 from xfer_jax import checkpoint, paths
 from xfer_jax.convert import hf_tokenizer
 from xfer_jax.convert.safetensors_io import SafetensorsFile, write_shard
+from xfer_jax.data import tokenizer as tokenizer_lib
 from xfer_jax.model import family, lora_params, params as model_params
 from xfer_jax.model.config import LlamaConfig
 
@@ -175,7 +176,7 @@ def _natural(name: str):
 
 
 def hf_to_orbax(hf_dir, out_dir, *, param_dtype: str | None = None, overwrite: bool = False, log=print) -> pathlib.Path:
-    """Import an HF LLaMA directory as step 0 of an xfer_jax checkpoint (tokenizer.model carried).
+    """Import an HF LLaMA directory as step 0 of an xfer_jax checkpoint, carrying its tokenizer (`hf_tokenizer`).
 
     `param_dtype` None keeps the file's dtype (lossless); "float32" upcasts for training.
     """
@@ -199,12 +200,19 @@ def hf_to_orbax(hf_dir, out_dir, *, param_dtype: str | None = None, overwrite: b
         else:
             params[path[0]][...] = value
         _progress(log, i + 1, len(plan), start, hf_name)
-    tokenizer = hf_dir / "tokenizer.model"
-    out = checkpoint.save(out_dir, cfg, params, tokenizer=tokenizer if tokenizer.exists() else None,
-                          extra_meta={"source": str(hf_dir.resolve())}, overwrite=overwrite)
+    tokenizer = hf_tokenizer_source(hf_dir)
+    out = checkpoint.save(out_dir, cfg, params, tokenizer=tokenizer, extra_meta={"source": str(hf_dir.resolve())},
+                          overwrite=overwrite)
     log(f"wrote {out} ({cfg.num_params():,} parameters, {cfg.param_dtype})"
-        + ("" if tokenizer.exists() else f"; note: {hf_dir} has no tokenizer.model"))
+        + ("" if tokenizer else f"; note: {hf_dir} has no tokenizer.model or tokenizer.json"))
     return out
+
+
+def hf_tokenizer_source(hf_dir: pathlib.Path) -> pathlib.Path | None:
+    """The tokenizer an import carries: tokenizer.model when the directory has one (LLaMA-2's, and our own
+    exports, ship it beside a derived tokenizer.json; it is what vocabulary extension edits), else tokenizer.json
+    (with its tokenizer_config.json: Llama-3), else None."""
+    return next((hf_dir / name for name in ("tokenizer.model", "tokenizer.json") if (hf_dir / name).is_file()), None)
 
 
 def np_dtype(name: str) -> np.dtype:
@@ -270,8 +278,13 @@ def hf_writer(cfg: LlamaConfig, params: dict, *, tokenizer: pathlib.Path | None 
     hf_config = {**cfg.to_hf(), "torch_dtype": out_dtype.name}
     generation = {k: hf_config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
                   if hf_config.get(k) is not None}  # from to_hf, so an eos list passes through
-    tokenizer_files, note = {}, "; no tokenizer.model in the checkpoint, so no tokenizer files"
-    if tokenizer is not None:
+    tokenizer_files, note = {}, "; no tokenizer.model or tokenizer.json in the checkpoint, so no tokenizer files"
+    if tokenizer is not None and tokenizer_lib.kind_of(tokenizer) == "hf":
+        tokenizer_files = hf_tokenizer.hf_tokenizer_files(tokenizer_lib.Tokenizer.load(tokenizer),
+                                                          cfg.max_position_embeddings)
+        note = ""
+    elif tokenizer is not None:
+        tokenizer = tokenizer_lib.resolve(tokenizer)
         model = pathlib.Path(tokenizer).read_bytes()
         tokenizer_files = hf_tokenizer.tokenizer_files(model, cfg.max_position_embeddings, source=tokenizer)
         differences = hf_tokenizer.llama_differences(hf_tokenizer.proto_of(model, tokenizer))

@@ -1,4 +1,5 @@
-"""A sentencepiece model as Hugging Face tokenizer files that encode as the model does, or a refusal.
+"""A sentencepiece model as Hugging Face tokenizer files that encode as the model does, or a refusal; and a
+Hugging Face tokenizer (tokenizer.json: Llama-3's byte-level BPE) as it is (`hf_tokenizer_files`).
 
 transformers' LlamaTokenizer ignores the model's `normalizer_spec`: it assumes LLaMA's settings (BPE with byte
 fallback, `identity` normalisation, a dummy prefix, whitespace kept as is). A model with exactly those settings
@@ -200,3 +201,21 @@ def tokenizer_files(model: bytes, max_length: int, source="tokenizer.model") -> 
     files["special_tokens_map.json"] = json.dumps(special, indent=2).encode()
     files["tokenizer_config.json"] = json.dumps(config, indent=2).encode()
     return files
+
+
+def hf_tokenizer_files(tokenizer, max_length: int) -> dict[str, bytes]:
+    """An HF tokenizer (the wrapper, kind "hf") exported as it is: tokenizer.json byte for byte, and its
+    tokenizer_config.json with `model_max_length` set (and, where the config lacks them, the tokenizer class and
+    the bos/eos/pad tokens the wrapper uses), so AutoTokenizer loads a fast tokenizer with the same ids. Whether
+    it adds bos is the files' own choice (tokenizer.json's post-processor), as the wrapper's `add_bos` reports.
+    Text that spells a special token ("<|eot_id|>") is the one difference: transformers matches it as the token
+    (unless called with split_special_tokens=True), the wrapper never does."""
+    files = tokenizer.files()
+    config = json.loads(files.get("tokenizer_config.json", b"{}"))
+    config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
+    for key, i in (("bos_token", tokenizer.bos_id), ("eos_token", tokenizer.eos_id), ("pad_token", tokenizer.pad_id)):
+        if i >= 0 and config.get(key) is None:
+            config[key] = tokenizer.id_to_piece(i)
+    config["model_max_length"] = max_length
+    return {"tokenizer.json": files["tokenizer.json"],
+            "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False).encode("utf-8")}

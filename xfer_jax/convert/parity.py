@@ -29,11 +29,11 @@ def check(shape: str = "tiny", out: str = "runs/parity", tokenizer: str | None =
     overrides = {}
     tokens = np.random.RandomState(seed).randint(0, 512, size=(2, 37))
     if tokenizer:
-        import sentencepiece as spm
+        from xfer_jax.data.tokenizer import Tokenizer
 
-        sp = spm.SentencePieceProcessor(model_file=tokenizer)
-        overrides["vocab_size"] = sp.get_piece_size()
-        ids = [sp.bos_id()] + sp.encode(SAMPLE_TEXT)
+        tok = Tokenizer.load(tokenizer)  # a .model or a tokenizer.json
+        overrides["vocab_size"] = tok.vocab_size
+        ids = tok.encode(SAMPLE_TEXT, bos=None)  # bos as the tokenizer's own files add it (as AutoTokenizer does)
         tokens = np.array([ids, ids[::-1]])
     cfg = get_shape(shape, **overrides)
     tokens = tokens % cfg.vocab_size
@@ -54,7 +54,7 @@ def check(shape: str = "tiny", out: str = "runs/parity", tokenizer: str | None =
     if tokenizer:
         tok = transformers.AutoTokenizer.from_pretrained(out / "hf")
         same = tok(SAMPLE_TEXT).input_ids == list(tokens[0])
-        print(f"AutoTokenizer from the export encodes like sentencepiece: {same}")
+        print(f"AutoTokenizer from the export encodes like our tokenizer: {same}")
         if not same:
             return 1
     print(f"done in {time.time() - start:.1f}s: {'PARITY OK' if gap <= atol else 'PARITY FAILED'}")

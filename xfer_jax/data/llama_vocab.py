@@ -1,7 +1,9 @@
 """LLaMA-2's real tokenizer, rebuilt from llama.cpp's GGUF vocabulary and checked against its references.
 
 The tokenizer cache holds `tokenizer.model` (a sentencepiece ModelProto rebuilt from llama.cpp's GGUF copy of
-LLaMA-2's vocabulary), llama.cpp's reference tokenisations it was checked against, and their licence.
+LLaMA-2's vocabulary), llama.cpp's reference tokenisations it was checked against, and their licence. It also
+keeps llama.cpp's Llama-3 vocabulary (`ggml-vocab-llama-bpe.gguf` and its references) from the same sdist, so
+fetching Llama-3's tokenizer afterwards (xfer_jax.data.hf_vocab) needs no second 77 MB download.
 """
 from __future__ import annotations
 
@@ -16,16 +18,18 @@ from xfer_jax.errors import FetchError
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 LLAMA_VOCAB = "ggml-vocab-llama-spm.gguf"
+LLAMA_BPE_VOCAB = "ggml-vocab-llama-bpe.gguf"  # Llama-3's vocabulary, checked by xfer_jax.data.hf_vocab
 LLAMA_MODELS_DIR = "vendor/llama.cpp/models/"
 LLAMA_CPP_LICENCE = "vendor/llama.cpp/LICENSE"
 REFERENCE_SEPARATOR = "\n__ggml_vocab_test__\n"
 
 
-def fetch_llama_tokenizer(cache_dir: str | Path) -> Path:
+def fetch_llama_tokenizer(cache_dir: str | Path, *, sdist: Path | None = None) -> Path:
     """LLaMA-2's real 32,000-piece sentencepiece model, rebuilt from llama.cpp's GGUF vocabulary and verified.
 
     The llama-cpp-python sdist vendors llama.cpp's `models/ggml-vocab-llama-spm.gguf` (tokens, scores, types)
     with reference tokenisations (`.inp`/`.out`); the model is written only after it reproduces all of them.
+    `sdist`: a local copy of the sdist to read instead of downloading it.
     """
     cache_dir = Path(cache_dir)
     model_path = cache_dir / "tokenizer.model"
@@ -34,9 +38,10 @@ def fetch_llama_tokenizer(cache_dir: str | Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / MARKER).unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="xfer-fetch-") as work:
-        log(f"downloading the {LLAMA_CPP_PYTHON} sdist (~77 MB) for llama.cpp's LLaMA vocabulary")
-        sdist = download_pypi(LLAMA_CPP_PYTHON, Path(work), sdist=True)
-        extract_llama_vocab(sdist, cache_dir)
+        if sdist is None:
+            log(f"downloading the {LLAMA_CPP_PYTHON} sdist (~77 MB) for llama.cpp's LLaMA vocabulary")
+            sdist = download_pypi(LLAMA_CPP_PYTHON, Path(work), sdist=True)
+        extract_llama_vocab(sdist, cache_dir, (LLAMA_VOCAB, LLAMA_BPE_VOCAB))
     model = llama_model_proto(cache_dir / LLAMA_VOCAB)
     mismatches = reference_mismatches(model.SerializeToString(), cache_dir)
     if mismatches:
@@ -46,16 +51,17 @@ def fetch_llama_tokenizer(cache_dir: str | Path) -> Path:
     sources = {"package": "llama-cpp-python", "registry": "pypi", "version": LLAMA_CPP_PYTHON.split("==")[1],
                "licence": "MIT (llama.cpp); vocabulary from LLaMA 2 (Llama 2 Community License)",
                "licence_file": "LICENSE-llama.cpp",
-               "files": [LLAMA_MODELS_DIR + LLAMA_VOCAB + suffix for suffix in ("", ".inp", ".out")]}
+               "files": [LLAMA_MODELS_DIR + vocab + suffix for vocab in (LLAMA_VOCAB, LLAMA_BPE_VOCAB)
+                         for suffix in ("", ".inp", ".out")]}
     paths.write_text(cache_dir / "SOURCES.json", json.dumps(sources, indent=1) + "\n")
     mark_complete(cache_dir)
     log(f"LLaMA tokenizer: {model_path} ({len(model.pieces):,} pieces, matches llama.cpp's references)")
     return model_path
 
 
-def extract_llama_vocab(sdist: Path, dest: Path) -> None:
-    """Stream the sdist once, keeping only the vocabulary, its reference tokenisations and llama.cpp's licence."""
-    wanted = {LLAMA_MODELS_DIR + LLAMA_VOCAB + s: LLAMA_VOCAB + s for s in ("", ".inp", ".out")}
+def extract_llama_vocab(sdist: Path, dest: Path, vocabs: tuple[str, ...] = (LLAMA_VOCAB,)) -> None:
+    """Stream the sdist once, keeping only the vocabularies, their reference tokenisations and llama.cpp's licence."""
+    wanted = {LLAMA_MODELS_DIR + v + s: v + s for v in vocabs for s in ("", ".inp", ".out")}
     wanted[LLAMA_CPP_LICENCE] = "LICENSE-llama.cpp"
     with tarfile.open(sdist, "r|gz") as tar:
         for member in tar:
@@ -113,13 +119,13 @@ def set_llama_specs(model, sp_pb2, vocab_size: int) -> None:
     normalizer.escape_whitespaces = True
 
 
-def llama_reference_cases(cache_dir: str | Path) -> list[tuple[str, list[int]]]:
-    """llama.cpp's reference tokenisations: (text, ids without BOS) pairs from the `.inp`/`.out` files."""
+def llama_reference_cases(cache_dir: str | Path, vocab: str = LLAMA_VOCAB) -> list[tuple[str, list[int]]]:
+    """llama.cpp's reference tokenisations of `vocab`: (text, ids without BOS) pairs from its `.inp`/`.out` files."""
     cache_dir = Path(cache_dir)
-    texts = (cache_dir / (LLAMA_VOCAB + ".inp")).read_text(encoding="utf-8").split(REFERENCE_SEPARATOR)
+    texts = (cache_dir / (vocab + ".inp")).read_text(encoding="utf-8").split(REFERENCE_SEPARATOR)
     if texts and texts[-1] == "":
         texts.pop()  # the file ends with a separator
-    ids = [[int(t) for t in line.split()] for line in (cache_dir / (LLAMA_VOCAB + ".out")).read_text().splitlines()]
+    ids = [[int(t) for t in line.split()] for line in (cache_dir / (vocab + ".out")).read_text().splitlines()]
     if len(texts) != len(ids):
         raise ValueError(f"{cache_dir}: {len(texts)} reference texts but {len(ids)} tokenisations")
     return list(zip(texts, ids))

@@ -50,7 +50,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     cfg.sources = []  # list of dicts, see sources.SourceSpec: lang, path, format, text_field, weight, ...
     cfg.heldout = []  # same form; weights and budgets are ignored
     cfg.languages = []  # order of the `lang` index; empty: order of first appearance in sources, then heldout
-    cfg.tokenizer = ""  # sentencepiece .model path
+    cfg.tokenizer = ""  # a sentencepiece .model, a tokenizer.json, or a directory holding either
     cfg.seq_len = 2048
     cfg.batch_size = 8  # global rows per batch, split evenly over JAX processes
     cfg.packing = "first_fit"  # 'first_fit' | 'concat'
@@ -65,7 +65,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     cfg.read_buffer = 64  # documents per source read ahead
     cfg.strict = False  # True: stop at the first bad record; False: skip, count, warn
     cfg.instruct = ml_collections.ConfigDict()
-    cfg.instruct.template = "alpaca"  # 'alpaca' | 'llama2_chat' | 'plain'
+    cfg.instruct.template = "alpaca"  # 'alpaca' | 'llama2_chat' | 'plain' | 'tokenizer' (its chat template)
     cfg.instruct.system = ""  # non-empty: replaces the template's default system text
     cfg.instruct.prompt = ""  # non-empty: replaces the template's prompt format ({system}, {user})
     cfg.instruct.system_format = ""  # non-empty: replaces the template's system format ({system})

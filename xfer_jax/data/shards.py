@@ -102,8 +102,9 @@ class TfdsTable:
 class TokenShards:
     """Shards written by `xfer data tokenize`: one record per document, its token ids as `dtype` bytes.
 
-    Each shard directory holds TOKENS_META (tokenizer fingerprint, dtype, BOS/EOS, counts); a pipeline
-    reading shards made with another tokenizer would train on wrong ids, so `check` refuses that.
+    Each shard directory holds TOKENS_META (tokenizer fingerprint: `Tokenizer.sha256`, the same for either
+    backend's files however they are laid out; dtype, BOS/EOS, counts); a pipeline reading shards made with
+    another tokenizer would train on wrong ids, so `check` refuses that.
     """
 
     def __init__(self, files: list[str]):

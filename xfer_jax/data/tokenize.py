@@ -3,7 +3,9 @@
 For large runs, tokenising once beats tokenising on every epoch and in every process. Output layout:
   OUT/{lang}/part-00000.array_record ...   one record per document: its token ids (uint16 if the vocabulary
                                           fits, else uint32), BOS/EOS included as configured
-  OUT/{lang}/tokenized.json                tokenizer sha256, dtype, bos, eos, and this language's stats
+  OUT/{lang}/tokenized.json                tokenizer sha256 (Tokenizer.sha256: of the .model, or of the
+                                          canonical tokenizer.json + config) and kind, dtype, bos, eos, and
+                                          this language's stats
   OUT/stats.json                           per language: documents, characters, tokens, tokens_per_character;
                                           and the bad-input counts
 A pipeline source {lang, path: OUT/{lang}, format: 'tokens'} reads the shards directly.
@@ -93,8 +95,8 @@ def tokenize_sources(
         counts["tokens_per_character"] = counts["tokens"] / max(1, counts["characters"])
         counts["shards"] = writer.shards
         stats[lang] = counts
-        meta = {"tokenizer_sha256": tokenizer.sha256(), "vocab_size": tokenizer.vocab_size,
-                "dtype": dtype.name, "bos": bos, "eos": eos, **counts}
+        meta = {"tokenizer_sha256": tokenizer.sha256(), "tokenizer_kind": tokenizer.kind,
+                "vocab_size": tokenizer.vocab_size, "dtype": dtype.name, "bos": bos, "eos": eos, **counts}
         (lang_dir / TOKENS_META).write_text(json.dumps(meta, indent=2))
     issues.warn()
     result = {"languages": stats, "skipped": issues.metrics(), "skipped_examples": dict(issues.examples)}

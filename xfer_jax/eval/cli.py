@@ -61,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
     choice.add_argument("--max_len", type=int, help="longest prompt in tokens (default: the model's window)")
     gen = sub.choices["generate"]
     gen.add_argument("--prompts", required=True, help="JSONL ({instruction[, input, id, lang, reference]}) or .txt")
-    gen.add_argument("--template", default="alpaca", help="alpaca | llama2_chat | plain | none")
+    gen.add_argument("--template", default="alpaca",
+                     help="alpaca | llama2_chat | plain | tokenizer (its own chat template) | none")
     gen.add_argument("--system", help="system text replacing the template's default")
     gen.add_argument("--max_new_tokens", type=int, default=256)
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -159,7 +160,7 @@ def run_generate(args) -> int:
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                         top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=tuple(args.stop),
                         seed=args.seed)
-    prompts.template(args.template)  # a bad name fails before the model loads
+    prompts.check_template(args.template)  # a bad name fails before the model loads
     model, tokenizer = load_model(args, args.ckpt, args.tokenizer)
     generator = Generator(model, eos_id=stop_ids(tokenizer.eos_id, model.cfg), batch_size=args.batch_size,
                           vocab_size=tokenizer.vocab_size, release_model=True, decode_attention=args.decode_attention)

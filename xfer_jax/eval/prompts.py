@@ -4,22 +4,33 @@ token-level Generator.
 A prompt file is JSON lines — {"instruction", optional "input", or "prompt" for raw text that skips the
 template; optional "id", "lang", "category", "reference" or "output"} — or plain text, one instruction per
 line. Instructions are rendered with the training templates of `xfer_jax.data.instruct`, so a tuned model
-is asked in the format it learned. Every other field travels through to the output records.
+is asked in the format it learned — `tokenizer` renders the tokenizer's own chat template with
+add_generation_prompt, its text encoded with the template's special tokens parsed. Every other field travels
+through to the output records.
 """
 import json
 import pathlib
 
-from xfer_jax.data import instruct
+from xfer_jax.data import chat_template, instruct
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.eval.generate import Generator, Stats
 from xfer_jax.eval.sampling import Sampling
 
-TEMPLATE_CHOICES = tuple(sorted(instruct.TEMPLATES)) + ("none",)
+TEMPLATE_CHOICES = tuple(sorted(instruct.TEMPLATES)) + (instruct.TOKENIZER_TEMPLATE, "none")
 
 
-def template(name: str) -> instruct.ChatTemplate | None:
+def check_template(name: str) -> None:
     if name not in TEMPLATE_CHOICES:
         raise ValueError(f"template {name!r}: choose one of {TEMPLATE_CHOICES}")
+
+
+def template(name: str, tokenizer: Tokenizer | None = None) -> instruct.Template | None:
+    """The named template; `tokenizer` (its own chat template) needs the tokenizer."""
+    check_template(name)
+    if name == instruct.TOKENIZER_TEMPLATE:
+        if tokenizer is None:
+            raise ValueError("template 'tokenizer' renders the tokenizer's own chat template: pass the tokenizer")
+        return chat_template.from_tokenizer(tokenizer, "--template tokenizer")
     return None if name == "none" else instruct.TEMPLATES[name]
 
 
@@ -47,14 +58,23 @@ def read_prompts(path) -> list[dict]:
     return records
 
 
-def render(record: dict, chat: instruct.ChatTemplate | None, system: str | None = None) -> str:
+def render(record: dict, chat: instruct.Template | None, system: str | None = None) -> str:
     """The text the model sees: a raw `prompt` as is, else the instruction (+ input) in the template."""
     if record.get("prompt"):
         return record["prompt"]
     user = record["instruction"].strip()
     if (record.get("input") or "").strip():
         user = f"{user}\n{record['input'].strip()}"  # as the training data parser joins them
+    if isinstance(chat, chat_template.JinjaTemplate):
+        return chat.render(chat.messages((), system, open_user=user), add_generation_prompt=True)
     return user if chat is None else chat.prompt_text(user, system, first_turn=True)
+
+
+def prompt_ids(record: dict, text: str, tokenizer: Tokenizer, chat: instruct.Template | None) -> list[int]:
+    """Token ids of `render`'s text: a Jinja template's text places its own BOS and special tokens."""
+    if isinstance(chat, chat_template.JinjaTemplate) and not record.get("prompt"):
+        return chat.encode(tokenizer, text)
+    return tokenizer.encode(text, bos=True)
 
 
 def stop_cutter(tokenizer: Tokenizer, stops: tuple[str, ...]):
@@ -93,9 +113,10 @@ def respond(generator: Generator, tokenizer: Tokenizer, prompts: list[list[int]]
              "prompt_tokens": r.prompt_tokens, "new_tokens": len(r.tokens)} for r in results], stats
 
 
-def chat_ids(messages: list[dict], tokenizer: Tokenizer, chat: instruct.ChatTemplate) -> list[int]:
+def chat_ids(messages: list[dict], tokenizer: Tokenizer, chat: instruct.Template) -> list[int]:
     """Token ids of a chat (optional system message, then user/assistant turns ending with a user turn),
-    built turn by turn as the instruction-tuning data encodes them, with the last answer left open."""
+    built turn by turn as the instruction-tuning data encodes them, with the last answer left open (a Jinja
+    template: rendered whole with add_generation_prompt)."""
     system = messages[0]["content"] if messages and messages[0].get("role") == "system" else None
     turns = messages[1:] if system is not None else messages
     roles = [m.get("role") for m in turns]
@@ -104,6 +125,10 @@ def chat_ids(messages: list[dict], tokenizer: Tokenizer, chat: instruct.ChatTemp
                          f"user message; got roles {[m.get('role') for m in messages]}")
     if not all(isinstance(m.get("content"), str) for m in messages):
         raise ValueError("every message needs a string 'content'")
+    if isinstance(chat, chat_template.JinjaTemplate):
+        pairs = [(turns[i]["content"], turns[i + 1]["content"]) for i in range(0, len(turns) - 1, 2)]
+        text = chat.render(chat.messages(pairs, system, open_user=turns[-1]["content"]), add_generation_prompt=True)
+        return chat.encode(tokenizer, text)
     ids: list[int] = []
     for i in range(0, len(turns), 2):
         text = chat.prompt_text(turns[i]["content"], system, first_turn=i == 0)
@@ -117,9 +142,10 @@ def generate_file(generator: Generator, tokenizer: Tokenizer, path, sampling: Sa
                   system: str | None = None, progress: bool = True) -> tuple[list[dict], Stats]:
     """Every record of a prompt file with its rendered prompt and response added."""
     records = read_prompts(path)
-    chat = template(template_name)
+    chat = template(template_name, tokenizer)
     texts = [render(r, chat, system) for r in records]
-    outputs, stats = respond(generator, tokenizer, [tokenizer.encode(t, bos=True) for t in texts], sampling, progress)
+    ids = [prompt_ids(r, t, tokenizer, chat) for r, t in zip(records, texts)]
+    outputs, stats = respond(generator, tokenizer, ids, sampling, progress)
     return [{**r, "rendered_prompt": text, **out} for r, text, out in zip(records, texts, outputs)], stats
 
 

@@ -30,9 +30,9 @@ class ChatModel:
     def __init__(self, model, tokenizer: Tokenizer, *, template: str = "alpaca", name: str = "xfer",
                  max_tokens: int = 256):
         self.tokenizer, self.name, self.max_tokens = tokenizer, name, max_tokens
-        self.chat = prompts.template(template)
+        self.chat = prompts.template(template, tokenizer)
         if self.chat is None:
-            raise ValueError("xfer serve needs a chat template (alpaca, llama2_chat or plain), not 'none'")
+            raise ValueError("xfer serve needs a chat template (alpaca, llama2_chat, plain or tokenizer), not 'none'")
         self.generator = Generator(model, eos_id=stop_ids(tokenizer.eos_id, model.cfg), batch_size=1,
                                    vocab_size=tokenizer.vocab_size, release_model=True)
         self._lock = threading.Lock()

@@ -47,10 +47,10 @@ class Trainer:
         # Everything above only reads; this decides whether the run directory belongs to this config. Only
         # after it passes does anything under out_dir change.
         self.resume_step = checkpoint.check_resume(
-            self.out / "ckpt", self.cfg, tokenizer=config.data.tokenizer, languages=self.languages,
-            trainable=lora_setup.trainable_paths(self.mask),
+            self.out / "ckpt", self.cfg, tokenizer=self.tokenizer, tokenizer_source=config.data.tokenizer,
+            languages=self.languages, trainable=lora_setup.trainable_paths(self.mask),
             fix=f"or start a new run with another --config.train.out_dir (not {self.out})")
-        self.tokenizer_sha256 = checkpoint.file_sha256(config.data.tokenizer)
+        self.tokenizer_sha256 = self.tokenizer.sha256()
         self._tokenizer_unsaved = self.resume_step is None or checkpoint.tokenizer_path(self.out / "ckpt") is None
         self.data = pipeline.make_train_iterator(config.data, sharding=self.batch_sharding, tokenizer=self.tokenizer)
         try:
@@ -77,9 +77,10 @@ class Trainer:
         return state
 
     def save(self, state: dict, step: int, force: bool = False) -> None:
-        # The checkpoint carries its vocabulary (exports get tokenizer files): written once, with the first step
-        # of a run (a resume has checked that data.tokenizer equals it).
-        tokenizer = self.config.data.tokenizer if self._tokenizer_unsaved else None
+        # The checkpoint carries its vocabulary (exports get tokenizer files): the wrapper's files (tokenizer.model,
+        # or tokenizer.json + tokenizer_config.json), written once, with the first step of a run (a resume has
+        # checked that data.tokenizer equals it).
+        tokenizer = self.tokenizer if self._tokenizer_unsaved else None
         self._tokenizer_unsaved = False
         checkpoint.save_train_state(self.manager, step, state, cfg=self.cfg, data_args=self.data.save_args(),
                                     tokenizer=tokenizer, force=force, languages=self.languages,
