@@ -107,6 +107,9 @@ def replace_dir(out: str | os.PathLike, overwrite: bool, what: str = "output dir
     out = check_empty_or_overwrite(out, overwrite, what)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); the output is an ordinary folder
     try:
         yield tmp
         old = _sibling(out, "old") if out.exists() else None

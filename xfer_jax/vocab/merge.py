@@ -135,12 +135,21 @@ def padding_ids(proto: pb.ModelProto) -> list[int]:
             if p.type == Piece.UNUSED and p.piece.startswith(names[0]) and p.piece.endswith(names[1])]
 
 
+HF_REFUSAL = ("a byte-level BPE tokenizer.json is merged by xfer_jax.vocab.bpe_merge (`xfer vocab merge` picks it "
+              "when --base and --add are tokenizer.json files)")
+
+
 def load_proto(path, role: str) -> pb.ModelProto:
-    """The ModelProto in `path`, with an error that names the file and its role (--base, --add)."""
+    """The ModelProto in `path`, with an error that names the file and its role (--base, --add). A Hugging Face
+    tokenizer.json (Llama-3's byte-level BPE) is refused by name: merge and extend here edit sentencepiece models."""
     try:
-        return Tokenizer.load(path).proto()
+        tokenizer = Tokenizer.load(path)
     except RuntimeError as e:  # sentencepiece's parse failure
         raise ValueError(f"{role} {path}: not a sentencepiece model ({e})") from e
+    if tokenizer.kind != "sentencepiece":
+        raise ValueError(f"{role} {tokenizer.source} is a Hugging Face tokenizer.json (byte-level BPE), and this "
+                         f"merge/extend edits sentencepiece models only; {HF_REFUSAL}")
+    return tokenizer.proto()
 
 
 def merge_files(base, add, out, options: MergeOptions = MergeOptions(), *, hf_dir=None,
@@ -150,6 +159,9 @@ def merge_files(base, add, out, options: MergeOptions = MergeOptions(), *, hf_di
     An existing OUT or non-empty `hf_dir` is refused unless `overwrite`: a tokenizer.json left from an earlier
     merge would be what transformers loads. Everything is checked before anything is written; `hf_dir` is built
     beside its target and swapped in whole, with OUT replaced (atomically) just before the swap."""
+    from xfer_jax.vocab.bpe_merge import check_same_kind
+
+    check_same_kind(base, add)
     out = pathlib.Path(out)
     check_outputs(base, add, out, hf_dir, overwrite)
     merged, stats = merge(load_proto(base, "--base"), load_proto(add, "--add"), options)

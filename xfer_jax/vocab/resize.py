@@ -11,6 +11,8 @@ change; what a strategy decides is where the new rows start:
   subword_mean  the mean of the rows of the pieces the base tokenizer splits the new piece into, for the
                 embedding and the lm_head alike: the new token starts as the average of the tokens it replaces.
 Padding pieces (never produced by encode) have no pieces to average and take the mean under subword_mean.
+A byte-level BPE (tokenizer.json, Llama-3) goes the same way; vocab/bpe_extend.py checks it and splits its new
+tokens with the base tokenizer.
 
 The work happens on host numpy: the checkpoint is read without shardings and written back whole, so the
 result restores onto any mesh (checkpoint.load_params with target shardings).
@@ -25,6 +27,8 @@ from sentencepiece import sentencepiece_model_pb2 as pb
 
 from xfer_jax import checkpoint
 from xfer_jax.data.tokenizer import Tokenizer
+from xfer_jax.vocab import bpe_extend
+from xfer_jax.vocab.bpe_merge import check_same_kind
 from xfer_jax.vocab.merge import load_proto, padding_ids
 
 STRATEGIES = ("random", "mean", "noisy_mean", "subword_mean")
@@ -103,31 +107,38 @@ def grow(params: dict, vocab_size: int, new_total: int, options: ExtendOptions, 
 
 def extend(ckpt_dir, tokenizer, out_dir, options: ExtendOptions = ExtendOptions(), *, base_tokenizer=None,
            step: int | None = None, overwrite: bool = False, log=print) -> pathlib.Path:
-    """Write OUT (step 0): the checkpoint grown to `tokenizer`'s size, carrying `tokenizer` as tokenizer.model."""
+    """Write OUT (step 0): the checkpoint grown to `tokenizer`'s size, carrying `tokenizer` (its tokenizer.model,
+    or its tokenizer.json + tokenizer_config.json)."""
     options.check()
     checkpoint.check_writable(out_dir, 0, overwrite)
     base_path = base_tokenizer or checkpoint.tokenizer_path(ckpt_dir)
     if base_path is None:
-        raise FileNotFoundError(f"checkpoint {ckpt_dir} carries no {checkpoint.TOKENIZER_FILE}; pass the tokenizer "
-                                f"it was trained with as --base_tokenizer")
-    base, merged = load_proto(base_path, "--base_tokenizer"), load_proto(tokenizer, "--tokenizer")
-    step = checkpoint.latest_step(ckpt_dir) if step is None else step
-    cfg, params = checkpoint.load_params(ckpt_dir, step=step)
-    check_compatible(base, merged, cfg.vocab_size, base_path, tokenizer, ckpt_dir)
-    padding = set(padding_ids(merged))
-    new_ids = range(cfg.vocab_size, len(merged.pieces))
-    pieces = [merged.pieces[i].piece for i in new_ids if i not in padding]
-    segments = iter(base_segments(base, pieces))
-    segments = [[] if i in padding else next(segments) for i in new_ids]
-    grown = grow(params, cfg.vocab_size, len(merged.pieces), options, std=cfg.initializer_range,
+        raise FileNotFoundError(f"checkpoint {ckpt_dir} carries no tokenizer (tokenizer.json or "
+                                f"{checkpoint.TOKENIZER_FILE}); pass the tokenizer it was trained with as --base_tokenizer")
+    if check_same_kind(base_path, tokenizer, ("--base_tokenizer", "--tokenizer")) == "hf":
+        base, merged = Tokenizer.load(base_path), Tokenizer.load(tokenizer)
+        step = checkpoint.latest_step(ckpt_dir) if step is None else step
+        cfg, params = checkpoint.load_params(ckpt_dir, step=step)
+        total, padding, segments = bpe_extend.plan(base, merged, base_path, cfg.vocab_size, ckpt_dir)
+        sha256 = merged.sha256()
+    else:
+        base, merged = load_proto(base_path, "--base_tokenizer"), load_proto(tokenizer, "--tokenizer")
+        step = checkpoint.latest_step(ckpt_dir) if step is None else step
+        cfg, params = checkpoint.load_params(ckpt_dir, step=step)
+        check_compatible(base, merged, cfg.vocab_size, base_path, tokenizer, ckpt_dir)
+        pads = set(padding_ids(merged))
+        total, padding, new_ids = len(merged.pieces), len(pads), range(cfg.vocab_size, len(merged.pieces))
+        segments = iter(base_segments(base, [merged.pieces[i].piece for i in new_ids if i not in pads]))
+        segments = [[] if i in pads else next(segments) for i in new_ids]
+        sha256 = Tokenizer.load(tokenizer).sha256()
+    grown = grow(params, cfg.vocab_size, total, options, std=cfg.initializer_range,
                  segments=segments, tied=cfg.tie_word_embeddings)
     record = {"from": str(pathlib.Path(ckpt_dir).resolve()), "step": step, "strategy": options.strategy,
-              "seed": options.seed, "old_vocab_size": cfg.vocab_size, "new_vocab_size": len(merged.pieces),
-              "padding_pieces": len(padding), "tokenizer_sha256": Tokenizer.load(tokenizer).sha256()}
+              "seed": options.seed, "old_vocab_size": cfg.vocab_size, "new_vocab_size": total,
+              "padding_pieces": padding, "tokenizer_sha256": sha256}
     if options.strategy == "noisy_mean":
         record["noise_scale"] = options.noise_scale
-    out = checkpoint.save(out_dir, cfg.replace(vocab_size=len(merged.pieces)), grown, tokenizer=tokenizer,
+    out = checkpoint.save(out_dir, cfg.replace(vocab_size=total), grown, tokenizer=tokenizer,
                           extra_meta={"vocab_extend": record}, overwrite=overwrite)
-    log(f"wrote {out}: vocabulary {cfg.vocab_size} -> {len(merged.pieces)} ({len(padding)} padding), "
-        f"new rows by {options.strategy}")
+    log(f"wrote {out}: vocabulary {cfg.vocab_size} -> {total} ({padding} padding), new rows by {options.strategy}")
     return out
