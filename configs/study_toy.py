@@ -21,6 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.base_lang = "en"
     c.max_chars = 3_000_000  # per language, `xfer data fetch`'s default: a fetched cache is reused as is
 
+    # base: "train" (a BPE made here, below), "llama" (LLaMA-2's tokenizer), "llama3" / "llama3_1" (Llama-3's /
+    # Llama-3.1's real tokenizer.json, 128,256 ids: the target becomes a byte-level BPE of target_vocab tokens,
+    # base_* and target_coverage do not apply; a 128k-row LM head makes every step ~10x dearer: configs/demo_llama3.py)
     c.tokenizers = ml_collections.ConfigDict(dict(
         base="train", base_vocab=3000, base_coverage=0.9995, base_documents={"en": 0, "zh": 300},
         target_vocab=4000, target_coverage=0.99, pad_to_multiple=64,

@@ -11,13 +11,16 @@ LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "hi
 
 def tiny_hf_model(num_kv_heads: int = 2, tie: bool = False, seed: int = 0, vocab: int = 320, layers: int = 3,
                   dtype=torch.float32, rope_scaling: dict | None = None,
-                  qk_gain: float = 1.0) -> transformers.LlamaForCausalLM:
+                  qk_gain: float = 1.0, hidden: int = 64, intermediate: int = 120, heads: int = 4,
+                  **config) -> transformers.LlamaForCausalLM:
     """`rope_scaling`: e.g. LLAMA3_ROPE (transformers 5 keeps it, with the theta, as rope_parameters). `qk_gain`
-    multiplies the q and k projections: at HF's initialisation attention is nearly uniform, so blind to RoPE."""
+    multiplies the q and k projections: at HF's initialisation attention is nearly uniform, so blind to RoPE.
+    `config`: more LlamaConfig fields (bos_token_id, eos_token_id, ...)."""
     cfg = transformers.LlamaConfig(
-        vocab_size=vocab, hidden_size=64, intermediate_size=120, num_hidden_layers=layers, num_attention_heads=4,
-        num_key_value_heads=num_kv_heads, max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=500.0,
-        tie_word_embeddings=tie, rope_scaling=None if rope_scaling is None else dict(rope_scaling),
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=num_kv_heads, max_position_embeddings=128, rms_norm_eps=1e-5,
+        rope_theta=500.0, tie_word_embeddings=tie, rope_scaling=None if rope_scaling is None else dict(rope_scaling),
+        **config,
     )
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(cfg).eval()

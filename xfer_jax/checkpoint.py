@@ -81,6 +81,9 @@ def tokenizer_files(tokenizer) -> dict[str, bytes]:
                     path / TOKENIZER_FILE)
     if path.suffix != ".json":
         return {TOKENIZER_FILE: path.read_bytes()}
+    if path.with_name("chat_template.jinja").is_file():  # the wrapper writes it into the config; a path would drop it
+        raise ValueError(f"{path} has a chat_template.jinja beside it: pass Tokenizer.load({str(path)!r}), which "
+                         f"carries the template inside tokenizer_config.json, not the path")
     config = path.with_name(HF_TOKENIZER_CONFIG)
     return {**({HF_TOKENIZER_CONFIG: config.read_bytes()} if config.is_file() else {}),
             HF_TOKENIZER_FILE: path.read_bytes()}

@@ -183,6 +183,8 @@ def hf_to_orbax(hf_dir, out_dir, *, param_dtype: str | None = None, overwrite: b
     hf_dir = pathlib.Path(hf_dir)
     checkpoint.check_writable(out_dir, 0, overwrite)
     cfg = read_hf_config(hf_dir)
+    source = hf_tokenizer_source(hf_dir)  # loaded by the wrapper: its files are what the checkpoint carries
+    tokenizer = tokenizer_lib.Tokenizer.load(source) if source else None
     weights = HFWeights(hf_dir)
     plan = tensor_plan(cfg)
     check_tensors(weights, cfg, plan)
@@ -200,18 +202,17 @@ def hf_to_orbax(hf_dir, out_dir, *, param_dtype: str | None = None, overwrite: b
         else:
             params[path[0]][...] = value
         _progress(log, i + 1, len(plan), start, hf_name)
-    tokenizer = hf_tokenizer_source(hf_dir)
     out = checkpoint.save(out_dir, cfg, params, tokenizer=tokenizer, extra_meta={"source": str(hf_dir.resolve())},
                           overwrite=overwrite)
     log(f"wrote {out} ({cfg.num_params():,} parameters, {cfg.param_dtype})"
-        + ("" if tokenizer else f"; note: {hf_dir} has no tokenizer.model or tokenizer.json"))
+        + ("" if tokenizer is not None else f"; note: {hf_dir} has no tokenizer.model or tokenizer.json"))
     return out
 
 
 def hf_tokenizer_source(hf_dir: pathlib.Path) -> pathlib.Path | None:
     """The tokenizer an import carries: tokenizer.model when the directory has one (LLaMA-2's, and our own
     exports, ship it beside a derived tokenizer.json; it is what vocabulary extension edits), else tokenizer.json
-    (with its tokenizer_config.json: Llama-3), else None."""
+    (with its tokenizer_config.json, and a chat_template.jinja where transformers 5 saved one: Llama-3), else None."""
     return next((hf_dir / name for name in ("tokenizer.model", "tokenizer.json") if (hf_dir / name).is_file()), None)
 
 

@@ -3,8 +3,11 @@
     Tokenizer.load("tok.model")          sentencepiece: a ModelProto (LLaMA-2, every vocabulary merged onto it)
     Tokenizer.load("dir/tokenizer.json") Hugging Face `tokenizers` (byte-level BPE: Llama-3, Qwen), with the
                                          sibling tokenizer_config.json when present (bos/eos/pad tokens,
-                                         chat_template); whether bos is added by default (`add_bos`) is
-                                         tokenizer.json's post-processor's choice, as in transformers
+                                         chat_template; a sibling chat_template.jinja, which transformers 5's
+                                         save_pretrained writes instead, takes priority as it does there and is
+                                         carried inside the config from then on: `hf_config_bytes`); whether
+                                         bos is added by default (`add_bos`) is tokenizer.json's
+                                         post-processor's choice, as in transformers
     Tokenizer.load("dir")                the directory's tokenizer.json, else its tokenizer.model
 
 Both give the same interface: encode / encode_batch / decode, vocab_size (HF: added tokens included, 128,256
@@ -37,8 +40,10 @@ from xfer_jax import paths
 SP_FILE = "tokenizer.model"
 HF_FILE = "tokenizer.json"
 HF_CONFIG = "tokenizer_config.json"
+HF_TEMPLATE = "chat_template.jinja"  # transformers 5 saves a single chat template here, not in HF_CONFIG
 FILES = (SP_FILE, HF_FILE, HF_CONFIG)  # every name a tokenizer is stored under
 KINDS = ("sentencepiece", "hf")
+_DIGESTS: dict[str, str] = {}  # hash of a tokenizer's files -> Tokenizer.sha256 (see there)
 
 
 def resolve(path: str | pathlib.Path) -> pathlib.Path:
@@ -57,6 +62,19 @@ def resolve(path: str | pathlib.Path) -> pathlib.Path:
         raise FileNotFoundError(f"tokenizer model not found: {path} (expected a sentencepiece .model file, a "
                                 f"Hugging Face {HF_FILE}, or a directory holding either)")
     return path
+
+
+def hf_config_bytes(tokenizer_json: str | pathlib.Path) -> bytes | None:
+    """The tokenizer_config.json beside a tokenizer.json as the wrapper carries it: with a sibling
+    chat_template.jinja (what transformers 5's save_pretrained writes, dropping the key from the config) written in
+    as its `chat_template`, which it overrides as in transformers' from_pretrained; None when there is neither."""
+    config, template = (pathlib.Path(tokenizer_json).with_name(n) for n in (HF_CONFIG, HF_TEMPLATE))
+    raw = config.read_bytes() if config.is_file() else None
+    if not template.is_file():
+        return raw
+    doc = json.loads(raw) if raw is not None else {}
+    doc["chat_template"] = template.read_text(encoding="utf-8")
+    return json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8")
 
 
 def kind_of(path: str | pathlib.Path) -> str:
@@ -85,8 +103,7 @@ class Tokenizer:
         file = resolve(path)
         if file.suffix != ".json":
             return cls(file.read_bytes(), source=str(file))
-        config = file.with_name(HF_CONFIG)
-        return cls.from_hf(file.read_bytes(), config.read_bytes() if config.is_file() else None, source=str(file))
+        return cls.from_hf(file.read_bytes(), hf_config_bytes(file), source=str(file))
 
     @classmethod
     def from_proto(cls, proto: sentencepiece_model_pb2.ModelProto) -> Tokenizer:
@@ -112,9 +129,16 @@ class Tokenizer:
         the model's bytes (the .model file's hash); HF: of a canonical form of what decides ids (tokenizer.json
         parsed, without truncation/padding; the special ids, bos/eos defaults and chat template), so re-indented
         JSON or an export's model_max_length does not change it."""
-        if self._backend.digest is None:
-            self._backend.digest = hashlib.sha256(self._backend.canonical_bytes()).hexdigest()
-        return self._backend.digest
+        backend = self._backend
+        if backend.digest is None:
+            # The canonical form of a 128k-id tokenizer.json takes a second to build, and every stage loads the
+            # same files again: remembered by the hash of the files' bytes, which decide it.
+            key = hashlib.sha256(b"".join(hashlib.sha256(name.encode() + b"\0" + content).digest()
+                                          for name, content in sorted(backend.files.items()))).hexdigest()
+            if key not in _DIGESTS:
+                _DIGESTS[key] = hashlib.sha256(backend.canonical_bytes()).hexdigest()
+            backend.digest = _DIGESTS[key]
+        return backend.digest
 
     def files(self) -> dict[str, bytes]:
         """{file name: content} a checkpoint or export carries: tokenizer.model, or tokenizer_config.json (when

@@ -71,12 +71,37 @@ def time_train_step(cfg, placement: Placement, host_batch: dict, *, optim_cfg, g
             "loss": float(m["loss"]), "memory": compiled.memory_analysis(), "sizes": built.sizes}
 
 
+def model_config(args):
+    """The LlamaConfig `xfer bench` times: the shape (its own vocabulary unless --vocab_size) with the run flags."""
+    extra = {"vocab_size": args.vocab_size} if args.vocab_size else {}
+    return get_shape(args.shape, dtype=args.dtype, param_dtype=args.param_dtype, remat=args.remat,
+                     attention=args.attention, max_position_embeddings=max(args.seq_len, 2048),
+                     scan_layers=not args.no_scan, fuse_projections=not args.no_fuse, **extra)
+
+
+def plan(args) -> dict:
+    """--plan: the point's checks and the memory planner's bytes per device (perf/planner.py), no device touched.
+    A mesh with a -1 axis takes this machine's devices; a mesh of fixed sizes may be any size."""
+    from xfer_jax.perf import planner
+    from xfer_jax.parallel.rules import DEFAULT_RULES
+
+    sizes = mesh_lib.parse_axis_sizes(args.mesh)
+    count = jax.device_count() if -1 in sizes.values() else int(np.prod(list(sizes.values())))
+    mesh_sizes = mesh_lib.resolve_axis_sizes(sizes, count)
+    cfg = model_config(args)
+    rows = args.batch_size * count  # rows per device × devices: divisible by any batch axes, as in `run`
+    memory = planner.plan_memory(cfg, mesh_sizes, DEFAULT_RULES, batch_size=rows, seq_len=args.seq_len,
+                                 loss_chunk=args.loss_chunk, moment_dtypes=(args.moment_dtype, None))
+    return {"shape": args.shape, "params_b": round(cfg.num_params() / 1e9, 3), "vocab_size": cfg.vocab_size,
+            "rope_type": cfg.rope_type, "mesh": mesh_sizes, "devices": count, "batch": args.batch_size,
+            "seq": args.seq_len, "dtype": cfg.dtype, "param_dtype": cfg.param_dtype, "remat": cfg.remat,
+            **{k: round(v, 2) for k, v in memory.as_row().items()}}
+
+
 def run(args) -> dict:
     """One benchmark from the parsed `xfer bench` flags → the JSONL record."""
     mesh = mesh_lib.make_mesh(mesh_lib.parse_axis_sizes(args.mesh))
-    cfg = get_shape(args.shape, vocab_size=args.vocab_size, dtype=args.dtype, param_dtype=args.param_dtype,
-                    remat=args.remat, attention=args.attention, max_position_embeddings=max(args.seq_len, 2048),
-                    scan_layers=not args.no_scan, fuse_projections=not args.no_fuse)
+    cfg = model_config(args)
     rows = args.batch_size * mesh.size
     checks.check_run(cfg, dict(mesh.shape), batch_size=rows, seq_len=args.seq_len, steps=args.steps)
     optim_cfg = optim.default_optim_config()
@@ -105,7 +130,16 @@ def run(args) -> dict:
 
 
 def report(args) -> int:
-    """Run the benchmark, print its line and JSON, append it to --jsonl."""
+    """Run the benchmark, print its line and JSON, append it to --jsonl (--plan: print the plan, run nothing)."""
+    if args.plan:
+        result = plan(args)
+        print(f"{args.shape} ({result['params_b']}B parameters, vocabulary {result['vocab_size']:,}, rope "
+              f"{result['rope_type']}) batch {args.batch_size}x{args.seq_len} per device on {result['devices']} "
+              f"devices {result['mesh']}: planned {result['plan_total_gb']} GB per device (parameters "
+              f"{result['plan_params_gb']}, gradients {result['plan_grads_gb']}, optimizer {result['plan_opt_gb']}, "
+              f"activations {result['plan_act_gb']})")
+        print(json.dumps(result))
+        return 0
     result = run(args)
     mfu = "n/a" if result["mfu"] is None else f"{result['mfu']:.1%}"
     print(f"{args.shape} batch {args.batch_size}x{args.seq_len} on {result['devices']} x {result['card']}: "

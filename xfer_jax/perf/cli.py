@@ -26,6 +26,7 @@ to --jsonl (the schema the peer scripts use; tools/bench_table.py makes the tabl
 device: the global batch is batch_size × devices.
 
     xfer bench --shape tinyllama_1b --batch_size 8 --seq_len 2048 --attention cudnn --dtype bfloat16
+    xfer bench --shape llama3_1_8b --batch_size 1 --seq_len 8192 --mesh fsdp=8 --remat full --plan
 """
 
 SWEEP_DOC = """`xfer sweep`: time the train step over meshes × model shapes × batch sizes; CSV + plots (or plan only).
@@ -48,7 +49,7 @@ def bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xfer bench", description=BENCH_DOC,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
-    p.add_argument("--vocab_size", type=int, default=32000)
+    p.add_argument("--vocab_size", type=int, default=0, help="0: the shape's own (llama3_1_8b: 128,256)")
     add_flag(p, "--batch_size", "--batch", type=int, default=8, help="rows per device")
     add_flag(p, "--seq_len", "--seq", type=int, default=2048)
     p.add_argument("--mesh", default="fsdp=-1", help="e.g. data=1,fsdp=-1,tensor=1")
@@ -66,6 +67,8 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--jsonl", default="docs/benchmarks.jsonl", help="append the result here ('' to skip)")
     p.add_argument("--notes", default="")
     p.add_argument("--profile", default="", help="write a Perfetto trace of 3 timed steps to this directory")
+    p.add_argument("--plan", action="store_true", help="print the memory planner's GB per device and stop (no "
+                   "compile; a mesh of fixed sizes, e.g. fsdp=8, need not exist here)")
     return p
 
 

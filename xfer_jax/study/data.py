@@ -10,16 +10,21 @@ import pathlib
 
 from xfer_jax.data import instruct_fetch
 from xfer_jax.data.corpus import fetch_corpus
+from xfer_jax.data.hf_vocab import HF_TOKENIZERS, fetch_hf_tokenizer
 from xfer_jax.data.llama_vocab import fetch_llama_tokenizer
 
 
 def prepare(cache, spec) -> dict[str, str]:
-    """{"corpus", "instruct"[, "llama_tokenizer"]}: paths under CACHE for the spec's two languages."""
+    """{"corpus", "instruct"[, "llama_tokenizer"]}: paths under CACHE for the spec's two languages;
+    "llama_tokenizer" is the real base tokenizer the spec names (LLaMA-2's .model, Llama-3's tokenizer.json)."""
     cache = pathlib.Path(cache)
     paths = {"corpus": fetch_corpus(cache / "corpus", [spec.target_lang, spec.base_lang], max_chars=spec.max_chars),
              "instruct": instruct_fetch.fetch_instruct(cache / "instruct")}
-    if spec.tokenizers.base == "llama":
+    base = spec.tokenizers.base
+    if base == "llama":
         paths["llama_tokenizer"] = fetch_llama_tokenizer(cache / "llama_tokenizer")
+    elif base in HF_TOKENIZERS:
+        paths["llama_tokenizer"] = fetch_hf_tokenizer(cache / HF_TOKENIZERS[base].cache, base)
     return {k: str(v) for k, v in paths.items()}
 
 

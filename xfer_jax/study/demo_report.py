@@ -55,7 +55,9 @@ def summary(*, rows, langs, efficiency, merge, final_eval, hf_check, timings, cu
             text += f"\n\n- **{ex['instruction']}** → {ex['response']!r} (reference: {ex['output']!r})"
     text += (f"\n\n## Hugging Face export\n\n`{hf_check['hf_dir']}` reloaded in transformers; greedy answer to "
              f"{hf_check['instruction']!r}: {hf_check['transformers_response']!r}; same prompt ids as xfer: "
-             f"{hf_check['prompt_ids_equal']}; same {hf_check['new_tokens']} new tokens as xfer's decoder: "
+             f"{hf_check['prompt_ids_equal']}"
+             + (" (BOS added by hand: the tokenizer's files add none)" if hf_check.get("bos_added_by_hand") else "")
+             + f"; same {hf_check['new_tokens']} new tokens as xfer's decoder: "
              f"{hf_check['greedy_tokens_equal']}.\n")
     text += "\n## Time per stage\n\n" + table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in timings.items()])
     text += f"\n\n![loss curves]({curves})\n"

@@ -32,21 +32,24 @@ def ours(ckpt, prompt: str, max_new_tokens: int) -> tuple[list[int], tuple[int, 
     return results[0].tokens, eos_ids
 
 
-def theirs(hf_dir, prompt: str, max_new_tokens: int, eos_ids: tuple[int, ...]) -> tuple[list[int], list[int], str]:
-    """(prompt ids, new ids up to the first EOS, decoded text) from transformers on the exported directory,
-    greedy."""
+def theirs(hf_dir, prompt: str, max_new_tokens: int, eos_ids: tuple[int, ...]) -> tuple[list[int], list[int], str, bool]:
+    """(prompt ids, new ids up to the first EOS, decoded text, whether BOS was added by hand) from transformers on
+    the exported directory, greedy. Tokenizer files whose post-processor adds no BOS (Meta-Llama-3's first
+    tokenizer.json) get it by hand, as their users must: the model was trained with one."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
     ids = tokenizer(prompt)["input_ids"]
+    by_hand = tokenizer.bos_token_id is not None and ids[:1] != [tokenizer.bos_token_id]
+    ids = [tokenizer.bos_token_id] + ids if by_hand else ids
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
                              eos_token_id=list(eos_ids), pad_token_id=eos_ids[0])
     new = out[0, len(ids):].tolist()
     new = new[: min((new.index(i) for i in eos_ids if i in new), default=len(new))]
-    return ids, new, tokenizer.decode(new, skip_special_tokens=True)
+    return ids, new, tokenizer.decode(new, skip_special_tokens=True), by_hand
 
 
 def reload_and_generate(out: pathlib.Path, *, ckpt, hf_dir, instruction: str, template: str,
@@ -55,7 +58,7 @@ def reload_and_generate(out: pathlib.Path, *, ckpt, hf_dir, instruction: str, te
     tokenizer = forward.tokenizer_for(ckpt)
     prompt = prompts.render({"instruction": instruction}, prompts.template(template))
     xfer_new, eos_ids = ours(ckpt, prompt, max_new_tokens)
-    hf_prompt, hf_new, text = theirs(hf_dir, prompt, max_new_tokens, eos_ids)
+    hf_prompt, hf_new, text, by_hand = theirs(hf_dir, prompt, max_new_tokens, eos_ids)
     return {"instruction": instruction, "transformers_response": text, "prompt_ids_equal":
             hf_prompt == tokenizer.encode(prompt, bos=True), "new_tokens": len(hf_new),
-            "greedy_tokens_equal": hf_new == xfer_new}
+            "greedy_tokens_equal": hf_new == xfer_new, **({"bos_added_by_hand": True} if by_hand else {})}

@@ -27,8 +27,11 @@ SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", 
 
 
 def random_base(out: pathlib.Path, *, tokenizer, spec) -> dict:
-    """OUT/ckpt: `spec.model.shape` with `spec.model.overrides`, the tokenizer's vocabulary, random weights."""
-    cfg = get_shape(spec.model.shape, vocab_size=Tokenizer.load(tokenizer).vocab_size, **dict(spec.model.overrides))
+    """OUT/ckpt: `spec.model.shape` with `spec.model.overrides`, the tokenizer's vocabulary and bos/eos ids (the
+    shape's 1 and 2 are LLaMA-2's; Llama-3's are 128,000 and its eos), random weights."""
+    tokenizer = Tokenizer.load(tokenizer)
+    ids = {k: i for k, i in (("bos_token_id", tokenizer.bos_id), ("eos_token_id", tokenizer.eos_id)) if i >= 0}
+    cfg = get_shape(spec.model.shape, vocab_size=tokenizer.vocab_size, **{**ids, **dict(spec.model.overrides)})
     params = jax.device_get(jax.jit(lambda: model_params.init_params(cfg, spec.seed))())
     ckpt = checkpoint.save(out / "ckpt", cfg, params, tokenizer=tokenizer, overwrite=True)
     total = sum(int(a.size) for a in jax.tree.leaves(params))

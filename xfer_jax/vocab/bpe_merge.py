@@ -208,11 +208,15 @@ def unreachable(merged: dict, tokens: dict[str, int]) -> list[str]:
 
 
 def tokenizer_config(base_path: pathlib.Path, merged: dict, pads: list[int]) -> dict:
-    """The base's tokenizer_config.json (chat template, special tokens) with the padding tokens declared; a
-    minimal one naming PreTrainedTokenizerFast when the base has none."""
-    path = base_path.with_name(CONFIG)
-    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else \
-        {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
+    """The base's tokenizer_config.json (chat template, special tokens; a chat_template.jinja beside it written
+    in, as the wrapper reads it) with the padding tokens declared; a minimal one naming PreTrainedTokenizerFast
+    when the base has none."""
+    from xfer_jax.data.tokenizer import hf_config_bytes
+
+    raw = hf_config_bytes(base_path)
+    config = json.loads(raw) if raw is not None else {}
+    if not base_path.with_name(CONFIG).is_file():
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False, **config}
     if "added_tokens_decoder" in config:
         by_id = {t["id"]: t for t in merged["added_tokens"]}
         config["added_tokens_decoder"] = dict(config["added_tokens_decoder"], **{

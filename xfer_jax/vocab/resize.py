@@ -120,7 +120,7 @@ def extend(ckpt_dir, tokenizer, out_dir, options: ExtendOptions = ExtendOptions(
         step = checkpoint.latest_step(ckpt_dir) if step is None else step
         cfg, params = checkpoint.load_params(ckpt_dir, step=step)
         total, padding, segments = bpe_extend.plan(base, merged, base_path, cfg.vocab_size, ckpt_dir)
-        sha256 = merged.sha256()
+        carried = merged
     else:
         base, merged = load_proto(base_path, "--base_tokenizer"), load_proto(tokenizer, "--tokenizer")
         step = checkpoint.latest_step(ckpt_dir) if step is None else step
@@ -130,15 +130,15 @@ def extend(ckpt_dir, tokenizer, out_dir, options: ExtendOptions = ExtendOptions(
         total, padding, new_ids = len(merged.pieces), len(pads), range(cfg.vocab_size, len(merged.pieces))
         segments = iter(base_segments(base, [merged.pieces[i].piece for i in new_ids if i not in pads]))
         segments = [[] if i in pads else next(segments) for i in new_ids]
-        sha256 = Tokenizer.load(tokenizer).sha256()
+        carried = Tokenizer.load(tokenizer)
     grown = grow(params, cfg.vocab_size, total, options, std=cfg.initializer_range,
                  segments=segments, tied=cfg.tie_word_embeddings)
     record = {"from": str(pathlib.Path(ckpt_dir).resolve()), "step": step, "strategy": options.strategy,
               "seed": options.seed, "old_vocab_size": cfg.vocab_size, "new_vocab_size": total,
-              "padding_pieces": padding, "tokenizer_sha256": sha256}
+              "padding_pieces": padding, "tokenizer_sha256": carried.sha256()}
     if options.strategy == "noisy_mean":
         record["noise_scale"] = options.noise_scale
-    out = checkpoint.save(out_dir, cfg.replace(vocab_size=total), grown, tokenizer=tokenizer,
+    out = checkpoint.save(out_dir, cfg.replace(vocab_size=total), grown, tokenizer=carried,
                           extra_meta={"vocab_extend": record}, overwrite=overwrite)
     log(f"wrote {out}: vocabulary {cfg.vocab_size} -> {total} ({padding} padding), new rows by {options.strategy}")
     return out
