@@ -197,6 +197,8 @@ CASES += [
          "train.out_dir='gs://bucket/run'", ("gs_local",)),
     Case("train-config-key-typo", run_with(), (*RESUME, "--config.train.lr_typo=1"),
          "--config.train.lr_typo: configs/pretrain.py has no key 'train.lr_typo'; did you mean --config.optim.lr", ("run",)),
+    Case("study-config-key-typo-default-config", lambda tmp_path, request: {"out": tmp_path / "study"},
+         ("study", "--out", "{out}", "--config.nope=1"), "study_toy.py has no key 'nope'", ("out",)),
     Case("train-every-record-bad", all_bad_records,
          ("train", "--config", "{conf}", "--config.data.tokenizer={tokenizer}", "--config.train.out_dir={run}"),
          "bad.jsonl:1: malformed json", ("bad", "run")),

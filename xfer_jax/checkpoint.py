@@ -13,7 +13,6 @@ Steps are written by Orbax's CheckpointManager, which commits a step only once e
 step half-written when a process died is never listed as the latest. Restoring takes target shardings, so a
 checkpoint saved on one mesh loads onto any other.
 """
-import hashlib
 import json
 import pathlib
 
@@ -229,10 +228,6 @@ def _check_shapes(ckpt_dir, step, abstract: dict, stored: dict) -> None:
                          + "; ".join(problems[:3]) + more)
 
 
-def file_sha256(path) -> str:
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-
-
 # How a run executes, free to change between a save and a resume; every other model field fixes the math.
 RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention", "decode_attention", "scan_layers", "fuse_projections")
 
@@ -243,9 +238,9 @@ def check_resume(ckpt_dir, cfg: LlamaConfig, *, tokenizer, trainable: list[str],
     same run: model, tokenizer, trained parameters and languages. Reads only, so a refused resume changes
     nothing; each mismatch is one line naming the setting, both values, the checkpoint and `fix`.
 
-    `tokenizer` is the run's tokenizer wrapper (its `sha256()` of canonical bytes is compared with the one the
-    checkpoint's meta records, else with the stored tokenizer's), or a sentencepiece .model path (file hash);
-    `tokenizer_source` names it in messages (default: its `source`, or the path)."""
+    `tokenizer` is the run's tokenizer wrapper: its `sha256()` is compared with the one the checkpoint's meta
+    records, else (an older checkpoint) with the stored tokenizer's; `tokenizer_source` names it in messages
+    (default: its `source`)."""
     ckpt_dir = pathlib.Path(ckpt_dir)
     step = committed_step(ckpt_dir) if ckpt_dir.is_dir() else None
     if step is None:
@@ -258,17 +253,15 @@ def check_resume(ckpt_dir, cfg: LlamaConfig, *, tokenizer, trainable: list[str],
         if key not in RUN_FIELDS and saved[key] != wanted[key]:
             raise ValueError(f"model.{key}={wanted[key]!r} but {where} was trained with {saved[key]!r}; {fix}")
     _check_shapes(ckpt_dir, step, model_params.abstract_params(cfg), _stored_shapes(ckpt_dir, step))
-    wrapper = hasattr(tokenizer, "sha256")
     theirs = meta.get("tokenizer_sha256")
     stored = tokenizer_path(ckpt_dir) or ckpt_dir / TOKENIZER_FILE
     if theirs is None and stored.exists():
-        theirs = tokenizer.load(stored).sha256() if wrapper else file_sha256(stored)
-    if theirs is not None and theirs != (tokenizer.sha256() if wrapper else file_sha256(tokenizer)):
-        name = tokenizer_source or (tokenizer.source if wrapper else tokenizer)
+        theirs = type(tokenizer).load(stored).sha256()  # checkpoint.py imports no data/: the wrapper's own loader
+    if theirs is not None and theirs != tokenizer.sha256():
+        name = tokenizer_source or tokenizer.source
         raise ValueError(f"data.tokenizer={name} differs from the tokenizer of {where} ({stored}); resume with "
                          f"--config.data.tokenizer={stored}, or {fix}")
-    for name, ours in (("train.trainable", trainable), ("data languages", languages)):
-        key = "trainable" if name == "train.trainable" else "languages"
+    for name, key, ours in (("train.trainable", "trainable", trainable), ("data languages", "languages", languages)):
         if key in meta and list(meta[key]) != list(ours):
             raise ValueError(f"{name} {list(ours)} but {where} has {list(meta[key])}; {fix}")
     return step

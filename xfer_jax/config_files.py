@@ -49,12 +49,13 @@ def _keys(config, prefix: str = "") -> list[str]:
     return out
 
 
-def explain_error(argv: list[str], error: Exception) -> str:
+def explain_error(argv: list[str], error: Exception, default: str | None = None) -> str:
     """What went wrong with `--config FILE[:arg] --config.a.b=v ...`, naming the override's whole key path and
-    the nearest valid keys when a key does not exist (config_flags alone says only "'b'")."""
+    the nearest valid keys when a key does not exist (config_flags alone says only "'b'"). `default`: the
+    config file used when argv names none."""
     import difflib
 
-    spec = _config_arg(argv)
+    spec = _config_arg(argv) or default
     if spec is None:
         return str(error)
     path, _, arg = spec.partition(":")
@@ -80,6 +81,11 @@ def explain_error(argv: list[str], error: Exception) -> str:
     return str(error)
 
 
+def asks_help(argv: list[str]) -> bool:
+    """Whether a `--config` verb's argv asks for its usage (absl has no -h of its own here)."""
+    return any(a in ("-h", "--help") for a in argv)
+
+
 def parse_flags(prog: str, argv: list[str], *, default: str | None = None, define=None):
     """Parse `--config FILE[:arg] --config.key=value ... [other flags]` for a verb: the FlagValues with the
     loaded, locked `.config`. `define(flag_values)` adds the verb's other flags. A bad flag or key raises
@@ -96,5 +102,5 @@ def parse_flags(prog: str, argv: list[str], *, default: str | None = None, defin
                                         lock_config=True, sys_argv=[prog, *argv])
         values([prog, *argv])
     except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
-        raise ValueError(explain_error(argv, e)) from e
+        raise ValueError(explain_error(argv, e, default)) from e
     return values

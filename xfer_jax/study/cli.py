@@ -33,7 +33,7 @@ def parse(argv: list[str], prog: str, default_config: str, usage: str,
         if extra:
             extra(values)
 
-    if any(a in ("-h", "--help") for a in argv):
+    if config_files.asks_help(argv):
         values = flags.FlagValues()
         define(values)
         print(usage + "\nflags:")
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
 
     args = parse(argv, "xfer study", study.DEFAULT_CONFIG, study.__doc__, prepare_flag)
     if args is None:
-        return 0 if any(a in ("-h", "--help") for a in argv) else 2
+        return 0 if config_files.asks_help(argv) else 2
     spec = args.config
 
     def body() -> int:
@@ -89,7 +89,7 @@ def demo_main(argv: list[str]) -> int:
 
     args = parse(argv, "xfer demo", demo.DEFAULT_CONFIG, demo.__doc__)
     if args is None:
-        return 0 if any(a in ("-h", "--help") for a in argv) else 2
+        return 0 if config_files.asks_help(argv) else 2
 
     def body() -> int:
         print(demo.run_demo(args.config, args.out or args.config.out_dir, args.cache, args.fresh))

@@ -14,7 +14,7 @@ instruction data). Any field can be overridden: --config.train.steps=200 --confi
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
+    if config_files.asks_help(argv):
         print(USAGE)
         return 0
     try:
