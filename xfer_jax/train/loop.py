@@ -50,7 +50,6 @@ class Trainer:
             self.out / "ckpt", self.cfg, tokenizer=self.tokenizer, tokenizer_source=config.data.tokenizer,
             languages=self.languages, trainable=lora_setup.trainable_paths(self.mask),
             fix=f"or start a new run with another --config.train.out_dir (not {self.out})")
-        self.tokenizer_sha256 = self.tokenizer.sha256()
         self._tokenizer_unsaved = self.resume_step is None or checkpoint.tokenizer_path(self.out / "ckpt") is None
         self.data = pipeline.make_train_iterator(config.data, sharding=self.batch_sharding, tokenizer=self.tokenizer)
         try:
@@ -85,7 +84,7 @@ class Trainer:
         checkpoint.save_train_state(self.manager, step, state, cfg=self.cfg, data_args=self.data.save_args(),
                                     tokenizer=tokenizer, force=force, languages=self.languages,
                                     trainable=lora_setup.trainable_paths(self.mask),
-                                    tokenizer_sha256=self.tokenizer_sha256,
+                                    tokenizer_sha256=self.tokenizer.sha256(),
                                     config=json.loads(self.config.to_json_best_effort()))
 
     # ---- evaluation ----
