@@ -4,7 +4,9 @@ XLA_FLAGS must be set before jax is first imported, hence at the top of conftest
 """
 import os
 import pathlib
+import shutil
 import tempfile
+import threading
 import uuid
 
 os.environ["XLA_FLAGS"] = (
@@ -91,6 +93,10 @@ def gcs_emulator():
     from xfer_jax import paths
     server = FakeGCSServer()
     server.start()  # sets STORAGE_EMULATOR_HOST
+    # The wrapper pipes the server's request log and never reads it: drained here, or the server blocks once
+    # the pipe is full (a few hundred requests) and the next upload waits forever.
+    threading.Thread(target=shutil.copyfileobj, args=(server._process.stderr, open(os.devnull, "wb")),
+                     daemon=True).start()
     paths.configure_storage_emulator()
     yield server.url
     server.stop()

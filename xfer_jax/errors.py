@@ -37,7 +37,8 @@ class SettingsChanged(ValueError):
 
 
 # What a user can fix: a bad value or config key, a missing or existing file, a corpus, a download, a judge.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, CorpusError, FetchError, JudgeError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, CorpusError, FetchError, JudgeError,
+               ConnectionError, PermissionError)  # the last two: a store that cannot be reached or refuses (paths)
 
 
 def run_verb(prog: str, body: Callable[[], int | None], errors: tuple = ()) -> int:

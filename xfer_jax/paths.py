@@ -15,7 +15,7 @@ either the old content or the new, never a mix, and a refused write changes noth
 
 `STORAGE_EMULATOR_HOST` (e.g. http://127.0.0.1:4443, a fake-gcs-server) points every client at a GCS
 emulator: gcsfs and Google's client read it themselves; this module sets what tensorstore (Orbax's array
-store) needs from it when it is imported, before any client is.
+store), gcsfs's bucket-layout probe and array_record's reader need from it when it is imported.
 """
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ def configure_storage_emulator(environ=os.environ) -> None:
     environ.setdefault("TENSORSTORE_GCS_HTTP_URL", url)
     environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
     environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    environ.setdefault("CLOUD_STORAGE_EMULATOR_ENDPOINT", url)  # array_record's own GCS reader
 
 
 configure_storage_emulator()
@@ -80,11 +81,11 @@ def path(value: str | os.PathLike, key: str = "path") -> epath.Path:
     return epath.Path(text)
 
 
-def local_path(value: str | os.PathLike, key: str) -> pathlib.Path:
-    """`value` as an absolute local path, for the few tools that only read local files (a URL is refused)."""
+def local_path(value: str | os.PathLike, key: str, hint: str = "copy it to a local path first") -> pathlib.Path:
+    """`value` as an absolute local path, for the few tools that only use local files (a URL is refused)."""
     text = os.fspath(value)
     if is_url(text):
-        raise ValueError(f"{key}={text!r}: this is read on local disk only; copy it to a local path first")
+        raise ValueError(f"{key}={text!r}: this must be a local path; {hint}")
     return pathlib.Path(text).expanduser().resolve()
 
 

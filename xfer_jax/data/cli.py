@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from xfer_jax import config_files
+from xfer_jax import config_files, paths
 from xfer_jax.cli_args import add_flag
 from xfer_jax.data.catalogue import DEFAULT_LANGUAGES, known_languages
 from xfer_jax.data.corpus import DEFAULT_MAX_CHARS, fetch_corpus
@@ -24,6 +24,17 @@ from xfer_jax.data.sources import SourceSpec, specs_from_config
 from xfer_jax.errors import CorpusError, FetchError, run_verb
 
 CASTS = {"float": float, "int": int}
+
+
+def local_dir(flag: str):
+    """argparse type for the fetch caches: a local folder (a gs:// value would become a folder named 'gs:')."""
+    def parse(value: str) -> Path:
+        try:
+            return paths.local_path(value, flag, "the fetch caches are local; copy what you need to a bucket "
+                                                 "afterwards (e.g. `xfer data tokenize --out gs://...`)")
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
 
 
 def load_config(spec: str):
@@ -50,7 +61,8 @@ def tokenize_main(argv: list[str]) -> int:
     from xfer_jax.data.tokenizer import Tokenizer
 
     parser = argparse.ArgumentParser(prog="xfer data tokenize", description="pre-tokenise sources into ArrayRecord shards")
-    parser.add_argument("--out", required=True, help="output directory (one sub-directory per language)")
+    parser.add_argument("--out", required=True, help="output directory, local or gs://bucket/... (one sub-directory "
+                                                        "per language)")
     parser.add_argument("--config", help="config file path.py[:arg]; uses its data.sources and data.tokenizer")
     parser.add_argument("--tokenizer", help="a sentencepiece .model, a tokenizer.json, or a directory holding "
                                             "either (overrides the config's)")
@@ -117,12 +129,12 @@ def fetch_main(argv: list[str]) -> int:
     """`xfer data fetch [--cache_dir DIR] [--languages en,zh] [--corpus_dir DIR] [--max_chars N]
     [--tokenizer [llama2|llama3|llama3_1,...]] [--tokenizer_dir DIR]`."""
     parser = argparse.ArgumentParser(prog="xfer data fetch", description=FETCH_DESCRIPTION)
-    parser.add_argument("--cache_dir", type=Path, default=None,
+    parser.add_argument("--cache_dir", type=local_dir("--cache_dir"), default=None,
                         help="corpus cache (default: $XFER_CACHE/corpus, else ./.cache/corpus)")
     parser.add_argument("--languages", default=None,
                         help=f"comma-separated codes (default: {','.join(DEFAULT_LANGUAGES)}; "
                              f"known: {','.join(known_languages())})")
-    parser.add_argument("--corpus_dir", type=Path, default=None,
+    parser.add_argument("--corpus_dir", type=local_dir("--corpus_dir"), default=None,
                         help="build from your own text only: DIR/{lang}/*.txt or DIR/{lang}.txt")
     parser.add_argument("--max_chars", type=int, default=DEFAULT_MAX_CHARS, help="characters per language at most")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache is complete")
@@ -130,7 +142,7 @@ def fetch_main(argv: list[str]) -> int:
                         help="also fetch real tokenizers: llama2 (LLaMA-2's tokenizer.model; what --tokenizer alone "
                              "fetches), llama3 / llama3_1 (Llama-3 / 3.1-Instruct's tokenizer.json + "
                              "tokenizer_config.json); comma-separated for several")
-    parser.add_argument("--tokenizer_dir", type=Path, default=None,
+    parser.add_argument("--tokenizer_dir", type=local_dir("--tokenizer_dir"), default=None,
                         help="tokenizer cache (default: $XFER_CACHE/llama_tokenizer, llama3_tokenizer or "
                              "llama3_1_tokenizer, else the same under ./.cache); one --tokenizer only")
     args = parser.parse_args(argv)

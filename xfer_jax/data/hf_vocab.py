@@ -155,7 +155,7 @@ GGUF_STRING, GGUF_ARRAY = 8, 9
 def gguf_metadata(path: str | Path, keys: tuple[str, ...]) -> dict:
     """The GGUF (v2+) metadata values named in `keys`: numbers, strings, arrays of them. Read by hand:
     `gguf.GGUFReader` takes ~10 s to build Llama-3's 128,256 tokens and 280,147 merges; this takes <1 s."""
-    data = Path(path).read_bytes()
+    data = paths.path(path, "gguf").read_bytes()
     if data[:4] != b"GGUF" or struct.unpack_from("<I", data, 4)[0] < 2:
         raise ValueError(f"{path}: not a GGUF file of version 2 or later")
     (count,), pos, found = struct.unpack_from("<Q", data, 16), 24, {}

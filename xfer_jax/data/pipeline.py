@@ -18,9 +18,10 @@ Batch format (see packing.py): tokens, targets, segment_ids, positions, lang int
 float32 [B, L]. `lang` indexes `languages(data_cfg)`.
 
 Train pipeline, per source: documents (random access; bad records skipped and counted at build time) →
-optional fixed sample (`max_documents`) → this process's shard (process_index::process_count) → global
-shuffle, reshuffled every epoch → tokenise (BOS/EOS; templates and masks for instruction data) → chunks of
-at most seq_len. Then: weighted mixture of all sources (mixture.py) → packing (packing.py) → batches of
+optional fixed sample (`max_documents`) → this process's share (`process_share`: a contiguous block, so a
+process reads, and from a bucket downloads, only the shards its documents lie in) → global shuffle,
+reshuffled every epoch → tokenise (BOS/EOS; templates and masks for instruction data) → chunks of at most
+seq_len. Then: weighted mixture of all sources (mixture.py) → packing (packing.py) → batches of
 batch_size / process_count rows → optional worker processes (grain mp_prefetch). Same seed and config,
 same batches; the iterator state restores the exact stream.
 """
@@ -107,7 +108,7 @@ def _source_dataset(spec, index, data_cfg, builder, issues, seed) -> tuple[grain
     chosen = np.arange(len(table))
     if spec.max_documents and spec.max_documents < len(table):
         chosen = np.random.default_rng(_source_seed(seed, index, 1)).permutation(len(table))[: spec.max_documents]
-    docs = grain.MapDataset.source(Subset(table, chosen[jax.process_index():: jax.process_count()]))
+    docs = grain.MapDataset.source(Subset(table, process_share(chosen, jax.process_index(), jax.process_count())))
     if len(docs) == 0:
         raise ValueError(f"source lang={spec.lang!r} path={spec.path!r} has no usable document for process "
                          f"{jax.process_index()} ({issues.total()} bad records skipped so far"
@@ -116,6 +117,13 @@ def _source_dataset(spec, index, data_cfg, builder, issues, seed) -> tuple[grain
     read = grain.ReadOptions(num_threads=data_cfg.read_threads, prefetch_buffer_size=data_cfg.read_buffer)
     stream = grain.experimental.FlatMapIterDataset(examples.to_iter_dataset(read), _Flatten())
     return stream, len(chosen)
+
+
+def process_share(chosen: np.ndarray, index: int, count: int) -> np.ndarray:
+    """Process `index`'s documents of `chosen`: a contiguous block of them in file order (sizes differ by at
+    most one), so that a process's documents lie in about 1/count of the files (pre-tokenised shards in a bucket
+    are downloaded by the processes that read them); one process keeps `chosen` as it is."""
+    return chosen if count == 1 else np.array_split(np.sort(chosen), count)[index]
 
 
 class Subset:

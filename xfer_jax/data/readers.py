@@ -4,23 +4,45 @@
 bad ones go to the `InputIssues` tally (file and line named) and only the locations of good ones are kept.
 Grain then reads documents by index (global shuffling, exact checkpoints, worker slicing), re-reading and
 re-parsing a record on demand; file handles are opened lazily per process, so tables pickle small.
-Text and JSON files and Parquet are read here; the ArrayRecord-based formats in shards.py.
+Text and JSON files and Parquet are read here; the ArrayRecord-based formats in shards.py. A file in a bucket
+(gs://...) is downloaded once into a local copy that the table reads (remote.py says why); issues still name
+its URL.
 """
 from __future__ import annotations
 
 import array
 import json
 import mmap
+import os
 import re
 
 import numpy as np
 
 from xfer_jax.data.issues import BadInputError, BadRecord, InputIssues
 from xfer_jax.data.records import decode_json, decode_utf8, record_parser
+from xfer_jax.data.remote import LocalCopies
 from xfer_jax.data.shards import ArrayRecordTable, TfdsTable, TokenShards
 from xfer_jax.data.sources import SourceSpec, source_files
 
 SEPARATORS = {"line": re.compile(rb"\n"), "blank_line": re.compile(rb"\n(?:[ \t\r\f\v]*\n)+")}
+LEADING_SPACE = re.compile(rb"\s*")
+
+
+def _local_copy(copies: LocalCopies, path: str, issues: InputIssues) -> str | None:
+    """The local file to read for `path` (a download for a URL); None, counted as unreadable, when it fails."""
+    try:
+        return copies.local(path)
+    except Exception as e:  # noqa: BLE001 -- the store's refusal or a network error: this file is unreadable
+        issues.report("unreadable_file", path, (getattr(e, "strerror", None) or str(e)).splitlines()[0])
+        return None
+
+
+def _map(path: str):
+    """The bytes of a local file, memory-mapped (no copy in memory); b"" for an empty file (mmap refuses those)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 class LineTable:
@@ -29,21 +51,25 @@ class LineTable:
     def __init__(self, spec: SourceSpec, files: list[str], parse, issues: InputIssues, validate):
         self._json = spec.format != "text"
         self._parse = parse
-        self._paths, self._blobs, self._maps = [], {}, {}
+        self._copies, self._paths, self._blobs, self._maps = LocalCopies(), [], {}, {}
         file_ids, starts, ends = array.array("i"), array.array("q"), array.array("q")  # 8 bytes a document
         for path in files:
+            local = _local_copy(self._copies, path, issues)
             try:
-                with open(path, "rb") as f:
-                    data = f.read()
+                data = _map(local) if local is not None else None
             except OSError as e:
                 issues.report("unreadable_file", path, e.strerror or str(e))
+                data = None
+            if data is None:
                 continue
             file_id = len(self._paths)
-            self._paths.append(path)
-            if self._json and data.lstrip()[:1] == b"[":
-                data = self._blobs[file_id] = self._array_as_lines(path, data, issues)
+            self._paths.append(local)
+            first = LEADING_SPACE.match(data).end()
+            if self._json and data[first:first + 1] == b"[":
+                data = self._blobs[file_id] = self._array_as_lines(path, data[:], issues)
                 spans = self._spans(data, "line", where=lambda i, _: f"{path}: record {i}")
             else:
+                self._maps[file_id] = data  # the scan's map serves the reads of this process
                 spans = self._spans(data, "line" if self._json else spec.doc_split, where=lambda _, n: f"{path}:{n}")
             for start, end, where in spans:
                 if issues.accepts(self._decode, data[start:end], validate, lambda: where):
@@ -62,7 +88,7 @@ class LineTable:
             if split == "line" or data[start:match.start()].strip():  # blank-line runs only separate
                 yield start, match.start(), where(index, line)
                 index += 1
-            line += data.count(b"\n", start, match.end())
+            line += 1 if split == "line" else data[start:match.end()].count(b"\n")  # mmap has no count()
             start = match.end()
         if data[start:].strip():
             yield start, len(data), where(index, line)
@@ -86,8 +112,7 @@ class LineTable:
         if file_id in self._blobs:
             return self._blobs[file_id]
         if file_id not in self._maps:
-            with open(self._paths[file_id], "rb") as f:
-                self._maps[file_id] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[file_id] = _map(self._paths[file_id])
         return self._maps[file_id]
 
     def __len__(self) -> int:
@@ -107,10 +132,14 @@ class ParquetTable:
 
     def __init__(self, files: list[str], parse, fields, issues: InputIssues, validate):
         self._parse, self._paths, self._columns, self._cache = parse, [], [], {}
+        self._copies = LocalCopies()
         locations = array.array("q")  # (file, row group, row) per valid document
         for path in files:
+            local = _local_copy(self._copies, path, issues)
+            if local is None:
+                continue
             try:
-                columns, kept = self._scan(path, parse, fields, issues, validate)
+                columns, kept = self._scan(path, local, parse, fields, issues, validate)
             except BadInputError:
                 raise
             except Exception as e:  # pyarrow raises OSError or ArrowInvalid on unreadable/corrupt files
@@ -120,16 +149,16 @@ class ParquetTable:
                 continue
             for group, row in kept:
                 locations.extend((len(self._paths), group, row))
-            self._paths.append(path)
+            self._paths.append(local)
             self._columns.append(columns)
         self._locations = np.frombuffer(locations, np.int64).reshape(-1, 3)
 
     @staticmethod
-    def _scan(path, parse, fields, issues, validate) -> tuple[list[str], list[tuple[int, int]]]:
+    def _scan(path, local, parse, fields, issues, validate) -> tuple[list[str], list[tuple[int, int]]]:
         """(columns read, (row group, row) of each good record); raises if the file cannot be read to its end."""
         import pyarrow.parquet as pq
 
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(local)
         columns = [c for c in fields if c in parquet.schema_arrow.names]
         if not columns:
             issues.report("missing_field", path, f"no column of {fields} (columns: {parquet.schema_arrow.names})")

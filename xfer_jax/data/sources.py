@@ -1,8 +1,8 @@
 """Source entries of the data config, and the files they name.
 
-A source is one config dict: a language, a path (file, glob or directory; a dataset name for TFDS), a
-format and mixing options. `SourceSpec.from_config` checks it and names the bad key; `source_files`
-expands the path. Reading the records of each format lives in readers.py and shards.py.
+A source is one config dict: a language, a path (file, glob or directory, on disk or in a bucket: gs://...;
+a dataset name for TFDS), a format and mixing options. `SourceSpec.from_config` checks it and names the bad
+key; `source_files` expands the path. Reading the records of each format lives in readers.py and shards.py.
 
 Formats:
   text         plain text, one document per line (`doc_split='line'`) or per blank-line block ('blank_line')
@@ -17,10 +17,12 @@ Formats:
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import glob
 import os
 import pathlib
 
+from xfer_jax import paths
 from xfer_jax.data import instruct
 
 TEXT_FORMATS = ("text", "jsonl", "parquet", "array_record", "tfds")
@@ -73,23 +75,53 @@ def specs_from_config(entries, key: str) -> list[SourceSpec]:
 
 
 def source_files(spec: SourceSpec) -> list[str]:
-    """The files a spec names, sorted: one file, a glob (`**` recursive), or every non-hidden file of a directory.
+    """The files a spec names, sorted: one file, a glob (`**` recursive), or every non-hidden file of a directory
+    (read recursively). On a bucket (gs://...) the same, except that a glob has no `**`: a folder is read
+    recursively instead.
 
     For format 'tokens' a directory means its `*.array_record` shards. Raises when nothing matches:
     a source that silently reads nothing would skew the mixture.
     """
-    path = os.path.expanduser(spec.path)
-    if os.path.isdir(path):
-        root = pathlib.Path(path)
-        pattern = "*.array_record" if spec.format == "tokens" else "*"
-        files = [
-            str(p) for p in sorted(root.rglob(pattern))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        ]
-    elif glob.has_magic(path):
-        files = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+    pattern = "*.array_record" if spec.format == "tokens" else "*"
+    if paths.is_url(spec.path):
+        files = _bucket_files(spec, pattern)
     else:
-        files = [path] if os.path.exists(path) else []
+        path = os.path.expanduser(spec.path)
+        if os.path.isdir(path):
+            root = pathlib.Path(path)
+            files = [
+                str(p) for p in sorted(root.rglob(pattern))
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            ]
+        elif glob.has_magic(path):
+            files = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+        else:
+            files = [path] if os.path.exists(path) else []
     if not files:
         raise FileNotFoundError(f"source lang={spec.lang!r} path={spec.path!r}: no file matches")
     return files
+
+
+def _bucket_files(spec: SourceSpec, pattern: str) -> list[str]:
+    """source_files for a URL: a folder (one listing), a glob (epath's, one '*' level at a time), or an object."""
+    key = f"source lang={spec.lang} path"
+    root = paths.path(spec.path, key)
+    paths.check_reachable(root, key, must_exist=False)  # a down endpoint or a missing bucket: one line, now
+    parts = spec.path.rstrip("/").split("/")
+    magic = next((i for i, part in enumerate(parts) if glob.has_magic(part)), None)
+    if magic is not None:
+        if "**" in spec.path or magic < 3:  # gs:, '', bucket
+            raise ValueError(f"source lang={spec.lang!r} path={spec.path!r}: '**' globs are not supported on a "
+                             "bucket, nor a pattern in the bucket name; name the folder instead (it is read "
+                             "recursively) or use one '*' per level below the bucket")
+        base = paths.path("/".join(parts[:magic]), key)
+        found = [(m, os.fspath(m)[len(os.fspath(base)) + 1:]) for m in base.glob("/".join(parts[magic:]))]
+        return sorted(os.fspath(m) for m, rel in found if not _hidden(rel) and m.is_file())
+    if root.is_dir():
+        return [os.fspath(root / rel) for rel in paths.list_files(root)
+                if not _hidden(rel) and fnmatch.fnmatch(rel.rsplit("/", 1)[-1], pattern)]
+    return [os.fspath(root)] if root.is_file() else []
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith(".") for part in relative.split("/"))

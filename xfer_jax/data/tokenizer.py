@@ -9,6 +9,7 @@
                                          bos is added by default (`add_bos`) is tokenizer.json's
                                          post-processor's choice, as in transformers
     Tokenizer.load("dir")                the directory's tokenizer.json, else its tokenizer.model
+    (each of these may be in a bucket, gs://...; `save_files` writes to one as well)
 
 Both give the same interface: encode / encode_batch / decode, vocab_size (HF: added tokens included, 128,256
 for Llama-3), bos/eos/pad/unk ids (-1 where the tokenizer defines none), special_ids, id_to_piece /
@@ -46,11 +47,13 @@ KINDS = ("sentencepiece", "hf")
 _DIGESTS: dict[str, str] = {}  # hash of a tokenizer's files -> Tokenizer.sha256 (see there)
 
 
-def resolve(path: str | pathlib.Path) -> pathlib.Path:
+def resolve(path: str | pathlib.Path) -> paths.Path:
     """The file `Tokenizer.load(path)` reads: `path` itself (a .model or a tokenizer.json; a
     tokenizer_config.json stands for its sibling tokenizer.json), or a directory's tokenizer.json, else its
-    tokenizer.model."""
-    path = pathlib.Path(path)
+    tokenizer.model. Local or in a bucket (gs://...; a down endpoint or missing bucket is one line at once)."""
+    path = paths.path(path, "tokenizer")
+    if paths.is_url(path):
+        paths.check_reachable(path, "tokenizer", must_exist=False)
     if path.is_dir():
         for name in (HF_FILE, SP_FILE):
             if (path / name).is_file():
@@ -68,7 +71,7 @@ def hf_config_bytes(tokenizer_json: str | pathlib.Path) -> bytes | None:
     """The tokenizer_config.json beside a tokenizer.json as the wrapper carries it: with a sibling
     chat_template.jinja (what transformers 5's save_pretrained writes, dropping the key from the config) written in
     as its `chat_template`, which it overrides as in transformers' from_pretrained; None when there is neither."""
-    config, template = (pathlib.Path(tokenizer_json).with_name(n) for n in (HF_CONFIG, HF_TEMPLATE))
+    config, template = (paths.path(tokenizer_json).with_name(n) for n in (HF_CONFIG, HF_TEMPLATE))
     raw = config.read_bytes() if config.is_file() else None
     if not template.is_file():
         return raw
@@ -145,9 +148,9 @@ class Tokenizer:
         the tokenizer has one) + tokenizer.json, as loaded (tokenizer.json last: it is the one `load` finds)."""
         return dict(self._backend.files)
 
-    def save_files(self, directory: str | pathlib.Path) -> list[pathlib.Path]:
-        """Write files() into `directory`, each atomically, in files() order."""
-        directory = pathlib.Path(directory)
+    def save_files(self, directory: str | pathlib.Path) -> list[paths.Path]:
+        """Write files() into `directory` (local or a bucket), each atomically, in files() order."""
+        directory = paths.path(directory, "tokenizer directory")
         return [paths.write_bytes(directory / name, content) for name, content in self.files().items()]
 
     def save(self, path: str | pathlib.Path) -> None:
@@ -155,7 +158,7 @@ class Tokenizer:
         if self.kind == "sentencepiece":
             paths.write_bytes(path, self._backend.model_bytes)
             return
-        path = pathlib.Path(path)
+        path = paths.path(path, "tokenizer path")
         self.save_files(path.parent if path.name == HF_FILE else path)
 
     # ---- ids ----

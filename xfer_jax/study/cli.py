@@ -17,7 +17,7 @@ from collections.abc import Callable
 from absl import flags
 from absl import logging as absl_logging
 
-from xfer_jax import config_files
+from xfer_jax import config_files, paths
 from xfer_jax.data.registry import default_cache_root
 from xfer_jax.errors import run_verb
 
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
             return 0
         import jax
 
-        out = pathlib.Path(args.out or spec.out_dir)
+        out = study_dir(args.out or spec.out_dir)
         # Runs of equal shape and length (two mixtures, two init strategies) compile to the same programs:
         # compiled once, kept on disk, reused by the others and by a resumed study (unless the environment
         # already names a cache: JAX_COMPILATION_CACHE_DIR).
@@ -83,6 +83,13 @@ def main(argv: list[str]) -> int:
     return run_verb("xfer study", body)
 
 
+def study_dir(value) -> pathlib.Path:
+    """A demo's or study's run directory: local (a study runs on one machine and rewrites its small JSON
+    markers and plots often); to keep it in a bucket, copy the finished folder (`gcloud storage cp -r`)."""
+    return paths.local_path(value, "--out (or the config's out_dir)", "write the run locally and copy the "
+                            "finished folder to the bucket (gcloud storage cp -r)")
+
+
 def demo_main(argv: list[str]) -> int:
     """`xfer demo`: every stage of the demo (finished ones skipped); prints the summary."""
     from xfer_jax.study import demo
@@ -92,7 +99,7 @@ def demo_main(argv: list[str]) -> int:
         return 0 if config_files.asks_help(argv) else 2
 
     def body() -> int:
-        print(demo.run_demo(args.config, args.out or args.config.out_dir, args.cache, args.fresh))
+        print(demo.run_demo(args.config, study_dir(args.out or args.config.out_dir), args.cache, args.fresh))
         return 0
 
     return run_verb("xfer demo", body)
