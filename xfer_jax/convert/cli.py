@@ -2,7 +2,9 @@
 `xfer convert orbax-to-peft --ckpt DIR --out DIR [--base_out DIR]`.
 
 An export refuses a non-empty --out (and --base_out) unless --overwrite, which replaces the folder whole: the
-new export is built beside it and swapped in, so no file of an older export is left for transformers to load."""
+new export is built beside it and swapped in, so no file of an older export is left for transformers to load.
+--hf_dir, --out and --base_out may be gs:// URLs: an HF directory there is read tensor by tensor (byte ranges),
+and an export is built on local disk and uploaded with config.json last."""
 import argparse
 import sys
 
@@ -78,7 +80,8 @@ def parity_main(argv: list[str]) -> int:
     from xfer_jax.convert import parity
 
     args = parity_parser(parity.__doc__).parse_args(argv)
-    return parity.check(args.shape, args.out, args.tokenizer, seed=args.seed, atol=args.atol)
+    return run_verb("xfer parity", lambda: parity.check(args.shape, args.out, args.tokenizer, seed=args.seed,
+                                                        atol=args.atol), (ImportError,))
 
 
 if __name__ == "__main__":

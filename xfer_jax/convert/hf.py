@@ -5,11 +5,14 @@ family table (`xfer_jax.model.family`) says, for every parameter, which HF tenso
 axes of ours are the matmul's input (`n_in`); the transform is then a transpose plus a reshape, the same rule
 both ways. RoPE needs no permutation: our q/k keep HF's rotate-half layout.
 
-Host memory holds at most one copy of the model: reading maps the source files and fills one stacked array
-at a time; writing produces one HF tensor at a time straight into its shard file.
+Host memory holds at most one copy of the model: reading maps the source files (or, in an object store, reads
+each tensor's byte range: `safetensors_io`) and fills one stacked array at a time; writing produces one HF
+tensor at a time straight into its shard file. Either side may be a gs:// (or other `paths`) URL: an export
+there is built on local disk and uploaded with config.json last (`paths.replace_dir`).
 """
 import json
 import math
+import os
 import pathlib
 import time
 
@@ -59,12 +62,12 @@ def tensor_plan(cfg: LlamaConfig) -> list[tuple[str, tuple, tuple[int, ...], int
 
 class HFWeights:
     """All tensors of an HF directory, whichever files hold them: safetensors (single or indexed) or
-    pytorch_model*.bin (needs torch). `get(name)` returns a numpy array without loading other tensors."""
+    pytorch_model*.bin (needs torch; local only). `get(name)` returns a numpy array without loading other tensors."""
 
-    def __init__(self, hf_dir: pathlib.Path):
-        self.dir = hf_dir
-        self._where: dict[str, pathlib.Path] = {}
-        self._open: dict[pathlib.Path, object] = {}
+    def __init__(self, hf_dir):
+        self.dir = hf_dir = paths.path(hf_dir, "--hf_dir")
+        self._where: dict[str, paths.Path] = {}
+        self._open: dict[paths.Path, object] = {}
         st_index, bin_index = hf_dir / "model.safetensors.index.json", hf_dir / "pytorch_model.bin.index.json"
         if st_index.exists() or bin_index.exists():
             index = st_index if st_index.exists() else bin_index
@@ -87,7 +90,7 @@ class HFWeights:
         for file in sorted(set(self._where.values())):  # validate every file up front (truncation, dtypes)
             self._file(file)
 
-    def _file(self, path: pathlib.Path):
+    def _file(self, path):
         if path not in self._open:
             self._open[path] = SafetensorsFile(path) if path.suffix == ".safetensors" else _TorchBinFile(path)
         return self._open[path]
@@ -98,6 +101,9 @@ class HFWeights:
     def shape(self, name: str) -> tuple[int, ...]:
         return self._file(self._where[name]).shape(name)
 
+    def dtype(self, name: str) -> np.dtype:
+        return np.dtype(self._file(self._where[name]).dtype(name))
+
     def get(self, name: str) -> np.ndarray:
         file = self._where[name]
         f = self._file(file)
@@ -107,9 +113,14 @@ class HFWeights:
 
 
 class _TorchBinFile:
-    """A pytorch_model*.bin state dict, memory-mapped through torch (only when torch is installed)."""
+    """A pytorch_model*.bin state dict, memory-mapped through torch (only when torch is installed; a local file:
+    torch reads a pickle archive whole, which from an object store would mean downloading it whole)."""
 
-    def __init__(self, path: pathlib.Path):
+    def __init__(self, path):
+        if paths.is_url(path):
+            raise ValueError(f"{path}: pytorch_model*.bin is read from local disk only; convert the model to "
+                             f"safetensors (read tensor by tensor from {str(path).split('://')[0]}://) or copy the "
+                             f"directory to a local path")
         try:
             import torch
         except ImportError as e:
@@ -126,6 +137,9 @@ class _TorchBinFile:
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._sd[name].shape)
 
+    def dtype(self, name: str) -> np.dtype:
+        return self.get(name).dtype  # a view of the mapped archive: nothing is read
+
     def get(self, name: str) -> np.ndarray:
         import ml_dtypes
         import torch
@@ -136,8 +150,8 @@ class _TorchBinFile:
         return t.numpy()
 
 
-def read_hf_config(hf_dir: pathlib.Path, **run) -> LlamaConfig:
-    path = hf_dir / "config.json"
+def read_hf_config(hf_dir, **run) -> LlamaConfig:
+    path = paths.path(hf_dir, "--hf_dir") / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: an HF model directory needs config.json to decide the shape")
     try:
@@ -178,9 +192,11 @@ def _natural(name: str):
 def hf_to_orbax(hf_dir, out_dir, *, param_dtype: str | None = None, overwrite: bool = False, log=print) -> pathlib.Path:
     """Import an HF LLaMA directory as step 0 of an xfer_jax checkpoint, carrying its tokenizer (`hf_tokenizer`).
 
-    `param_dtype` None keeps the file's dtype (lossless); "float32" upcasts for training.
+    `param_dtype` None keeps the file's dtype (lossless); "float32" upcasts for training. `hf_dir` may be a URL
+    (gs://...): its JSON and tokenizer files are read from there and its safetensors by byte range.
     """
-    hf_dir = pathlib.Path(hf_dir)
+    hf_dir = paths.path(hf_dir, "--hf_dir")
+    paths.check_reachable(hf_dir, "--hf_dir", must_exist=True)
     checkpoint.check_writable(out_dir, 0, overwrite)
     cfg = read_hf_config(hf_dir)
     source = hf_tokenizer_source(hf_dir)  # loaded by the wrapper: its files are what the checkpoint carries
@@ -188,7 +204,7 @@ def hf_to_orbax(hf_dir, out_dir, *, param_dtype: str | None = None, overwrite: b
     weights = HFWeights(hf_dir)
     plan = tensor_plan(cfg)
     check_tensors(weights, cfg, plan)
-    file_dtype = np.dtype(weights.get("model.embed_tokens.weight").dtype)
+    file_dtype = weights.dtype("model.embed_tokens.weight")
     cfg = cfg.replace(param_dtype=param_dtype or file_dtype.name)
     dtype = np_dtype(cfg.param_dtype)
     abstract = model_params.abstract_params(cfg)
@@ -202,17 +218,18 @@ def hf_to_orbax(hf_dir, out_dir, *, param_dtype: str | None = None, overwrite: b
         else:
             params[path[0]][...] = value
         _progress(log, i + 1, len(plan), start, hf_name)
-    out = checkpoint.save(out_dir, cfg, params, tokenizer=tokenizer, extra_meta={"source": str(hf_dir.resolve())},
+    out = checkpoint.save(out_dir, cfg, params, tokenizer=tokenizer, extra_meta={"source": os.fspath(hf_dir)},
                           overwrite=overwrite)
     log(f"wrote {out} ({cfg.num_params():,} parameters, {cfg.param_dtype})"
         + ("" if tokenizer is not None else f"; note: {hf_dir} has no tokenizer.model or tokenizer.json"))
     return out
 
 
-def hf_tokenizer_source(hf_dir: pathlib.Path) -> pathlib.Path | None:
+def hf_tokenizer_source(hf_dir) -> paths.Path | None:
     """The tokenizer an import carries: tokenizer.model when the directory has one (LLaMA-2's, and our own
     exports, ship it beside a derived tokenizer.json; it is what vocabulary extension edits), else tokenizer.json
     (with its tokenizer_config.json, and a chat_template.jinja where transformers 5 saved one: Llama-3), else None."""
+    hf_dir = paths.path(hf_dir, "--hf_dir")
     return next((hf_dir / name for name in ("tokenizer.model", "tokenizer.json") if (hf_dir / name).is_file()), None)
 
 
@@ -230,14 +247,15 @@ def _progress(log, done: int, total: int, start: float, name: str, unit: str = "
 
 def orbax_to_hf(ckpt_dir, out_dir, *, dtype: str | None = None, step: int | None = None,
                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, merge_lora: bool = False, overwrite: bool = False,
-                log=print) -> pathlib.Path:
+                log=print) -> paths.Path:
     """Export an xfer_jax checkpoint as an HF directory that transformers loads (weights, config, tokenizer).
 
     LoRA adapters have no place in a LlamaForCausalLM: `merge_lora` writes W + (alpha/r)·A·B; without it a
     checkpoint that carries adapters is refused (xfer_jax.convert.peft exports them in PEFT's format).
     A non-empty `out_dir` is refused unless `overwrite`: files of an earlier export beside the new ones would be
-    what transformers loads (model.safetensors wins over a new index). Checked first, before the slow load."""
-    paths.check_empty_or_overwrite(out_dir, overwrite, "--out")
+    what transformers loads (model.safetensors wins over a new index). Checked first, before the slow load.
+    `out_dir` may be a URL (gs://...): the export is built on local disk and uploaded, config.json last."""
+    check_output(out_dir, "--out", overwrite)
     paths.check_apart(out_dir, {"--ckpt": ckpt_dir})
     cfg, params = checkpoint.load_params(ckpt_dir, step=step)
     if cfg.lora_rank:
@@ -254,8 +272,16 @@ def orbax_to_hf(ckpt_dir, out_dir, *, dtype: str | None = None, step: int | None
                     max_shard_bytes=max_shard_bytes, overwrite=overwrite, log=log)
 
 
-def write_hf(cfg: LlamaConfig, params: dict, out_dir, *, tokenizer: pathlib.Path | None = None, dtype: str | None = None,
-             max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, overwrite: bool = False, log=print) -> pathlib.Path:
+def check_output(out_dir, flag: str, overwrite: bool) -> paths.Path:
+    """An export's output folder before any work: its store answers and its bucket exists (a URL), and it is
+    empty or `overwrite` (a file where the folder belongs, never)."""
+    out = paths.path(out_dir, flag)
+    paths.check_reachable(out, flag, must_exist=False)
+    return paths.check_empty_or_overwrite(out, overwrite, flag)
+
+
+def write_hf(cfg: LlamaConfig, params: dict, out_dir, *, tokenizer=None, dtype: str | None = None,
+             max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, overwrite: bool = False, log=print) -> paths.Path:
     """Write `params` (host arrays of a model without adapters) as an HF directory.
 
     Every check runs before anything is written; the files go into a sibling that replaces `out_dir` whole
@@ -264,10 +290,10 @@ def write_hf(cfg: LlamaConfig, params: dict, out_dir, *, tokenizer: pathlib.Path
     with paths.replace_dir(out_dir, overwrite, "--out") as tmp:
         summary = write(tmp)
     log(f"wrote {out_dir}: {summary}")
-    return pathlib.Path(out_dir)
+    return paths.path(out_dir, "--out")
 
 
-def hf_writer(cfg: LlamaConfig, params: dict, *, tokenizer: pathlib.Path | None = None, dtype: str | None = None,
+def hf_writer(cfg: LlamaConfig, params: dict, *, tokenizer=None, dtype: str | None = None,
               max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, log=print):
     """Check everything an HF export needs (shapes, dtype, tokenizer) and return `write(dir) -> summary`,
     which only writes: callers writing several directories (PEFT adapter + base) check all before any write."""
@@ -286,7 +312,7 @@ def hf_writer(cfg: LlamaConfig, params: dict, *, tokenizer: pathlib.Path | None 
         note = ""
     elif tokenizer is not None:
         tokenizer = tokenizer_lib.resolve(tokenizer)
-        model = pathlib.Path(tokenizer).read_bytes()
+        model = paths.path(tokenizer).read_bytes()
         tokenizer_files = hf_tokenizer.tokenizer_files(model, cfg.max_position_embeddings, source=tokenizer)
         differences = hf_tokenizer.llama_differences(hf_tokenizer.proto_of(model, tokenizer))
         note = "" if not differences else (
@@ -348,9 +374,9 @@ def _pack(specs, max_bytes: int) -> list[list]:
     return shards
 
 
-def write_tokenizer_files(tokenizer_model: pathlib.Path, out: pathlib.Path, max_length: int) -> None:
+def write_tokenizer_files(tokenizer_model, out, max_length: int) -> None:
     """tokenizer.model plus the files that make AutoTokenizer encode exactly as it does (xfer_jax.convert.hf_tokenizer):
     LlamaTokenizer's JSON files for LLaMA's settings, a tokenizer.json for any other normalisation; or a refusal."""
-    for name, content in hf_tokenizer.tokenizer_files(pathlib.Path(tokenizer_model).read_bytes(), max_length,
+    for name, content in hf_tokenizer.tokenizer_files(paths.path(tokenizer_model).read_bytes(), max_length,
                                                       source=tokenizer_model).items():
-        paths.write_bytes(pathlib.Path(out) / name, content)
+        paths.write_bytes(paths.path(out) / name, content)

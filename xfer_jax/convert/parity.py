@@ -4,13 +4,12 @@ The smallest real end-to-end job: it exercises the model, the checkpoint layout,
 tokenizer files, and checks our logits against transformers' LlamaForCausalLM (needs torch).
 """
 import functools
-import pathlib
 import time
 
 import jax
 import numpy as np
 
-from xfer_jax import checkpoint
+from xfer_jax import checkpoint, paths
 from xfer_jax.convert import hf
 from xfer_jax.model import params as model_params
 from xfer_jax.model.shapes import get_shape
@@ -25,7 +24,7 @@ def check(shape: str = "tiny", out: str = "runs/parity", tokenizer: str | None =
     import torch
     import transformers
 
-    out = pathlib.Path(out)
+    out = paths.local_path(out, "--out", "transformers loads the export from local disk here; name a local folder")
     overrides = {}
     tokens = np.random.RandomState(seed).randint(0, 512, size=(2, 37))
     if tokenizer:

@@ -15,7 +15,7 @@ embeddings were trained, the base must be written too (`base_out`: the checkpoin
 import contextlib
 import json
 import math
-import pathlib
+import os
 
 import numpy as np
 
@@ -75,11 +75,12 @@ def trained_modules(meta: dict, ckpt_dir) -> tuple[list[str], list[str]]:
 
 def orbax_to_peft(ckpt_dir, out_dir, *, step: int | None = None, base_out=None,
                   modules_to_save: list[str] | None = None, base_model: str | None = None, overwrite: bool = False,
-                  log=print) -> pathlib.Path:
+                  log=print) -> paths.Path:
     """Write the adapters of `ckpt_dir` as a PEFT LoRA directory; with `base_out`, the base as an HF directory too.
 
     Non-empty output directories are refused unless `overwrite` (checked first, before the load); every check
-    runs before anything is written, and each directory is built beside its target and swapped in whole."""
+    runs before anything is written, and each directory is built beside its target and swapped in whole (on an
+    object store: built on local disk and uploaded, adapter_config.json / config.json last)."""
     base_out = base_out or None
     check_outputs(ckpt_dir, out_dir, base_out, overwrite)
     cfg, params = checkpoint.load_params(ckpt_dir, step=step)
@@ -102,7 +103,7 @@ def orbax_to_peft(ckpt_dir, out_dir, *, step: int | None = None, base_out=None,
     specs = [(name, shape, np.dtype(dtype)) for name, shape, dtype, _ in plan]
     write_base = None if base_out is None else hf.hf_writer(
         lora_params.base_config(cfg), lora_params.strip(params), tokenizer=checkpoint.tokenizer_path(ckpt_dir), log=log)
-    config = adapter_config(cfg, modules_to_save, base_model or (base_out and str(pathlib.Path(base_out).resolve())))
+    config = adapter_config(cfg, modules_to_save, base_model or (base_out and os.fspath(paths.path(base_out, "--base_out"))))
     with contextlib.ExitStack() as stack:  # both built first, then swapped in one after the other
         base_tmp = base_out and stack.enter_context(paths.replace_dir(base_out, overwrite, "--base_out"))
         tmp = stack.enter_context(paths.replace_dir(out_dir, overwrite, "--out"))
@@ -113,14 +114,14 @@ def orbax_to_peft(ckpt_dir, out_dir, *, step: int | None = None, base_out=None,
         log(f"wrote {base_out}: base model, {base_summary}")
     log(f"wrote {out_dir}: PEFT LoRA adapter, rank {cfg.lora_rank} on {', '.join(cfg.lora_targets)}, "
         f"modules_to_save {modules_to_save or 'none'}, {nbytes / 1e6:.1f} MB")
-    return pathlib.Path(out_dir)
+    return paths.path(out_dir, "--out")
 
 
 def check_outputs(ckpt_dir, out_dir, base_out, overwrite: bool) -> None:
     """--out and --base_out: empty or --overwrite, and apart from each other and from --ckpt (replacing one
     must never delete another)."""
-    paths.check_empty_or_overwrite(out_dir, overwrite, "--out")
+    hf.check_output(out_dir, "--out", overwrite)
     paths.check_apart(out_dir, {"--ckpt": ckpt_dir, "--base_out": base_out}, "--out")
     if base_out is not None:
-        paths.check_empty_or_overwrite(base_out, overwrite, "--base_out")
+        hf.check_output(base_out, "--base_out", overwrite)
         paths.check_apart(base_out, {"--ckpt": ckpt_dir, "--out": out_dir}, "--base_out")

@@ -11,9 +11,9 @@
 """
 import argparse
 import json
-import pathlib
 import sys
 
+from xfer_jax import paths
 from xfer_jax.data.registry import default_cache_root
 from xfer_jax.eval import report
 
@@ -173,9 +173,12 @@ def run_generate(args) -> int:
     return 0
 
 
-def _read_jsonl(path) -> list[dict]:
+def _read_jsonl(path, flag: str = "--generations") -> list[dict]:
     records = []
-    for line_no, line in enumerate(pathlib.Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    file = paths.path(path, flag)
+    if not file.is_file():
+        raise FileNotFoundError(f"{flag} {path} does not exist")
+    for line_no, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
                 records.append(json.loads(line))
@@ -211,7 +214,8 @@ def run_judge(args) -> int:
     records = [{**r, "reference": r.get("reference", r.get("output"))} for r in _read_jsonl(args.generations)]
     client = ChatClient(args.url, args.model, api_key_env=args.api_key_env, max_tokens=args.max_tokens,
                         timeout=args.timeout, retries=args.retries, requests_per_minute=args.requests_per_minute)
-    cache = judge.JudgmentCache(args.cache or default_cache_root() / "judge_cache.sqlite")
+    cache = judge.JudgmentCache(paths.local_path(args.cache, "--cache", "SQLite needs a local file")
+                                if args.cache else default_cache_root() / "judge_cache.sqlite")
     try:
         judged, rejected = judge.judge(records, client, cache, workers=args.workers, progress=not args.no_progress)
     finally:
@@ -225,11 +229,15 @@ def run_judge(args) -> int:
     return 1 if rejected and not args.allow_malformed else 0
 
 
+def _out(args) -> paths.Path:
+    return paths.path(args.out or f"runs/eval/{args.kind}", "--out")
+
+
 def _write(args, kind, result, markdown, charts, items=None) -> None:
     import jax
 
     if jax.process_index() == 0:
-        out = report.write(args.out or f"runs/eval/{kind}", kind, result, markdown, charts, items)
+        out = report.write(_out(args), kind, result, markdown, charts, items)
         print(markdown)
         print(f"\nxfer eval {kind}: report in {out}/report.md and report.json")
 
@@ -246,7 +254,11 @@ def main(argv: list[str]) -> int:
         maybe_initialize_distributed()
     from xfer_jax.errors import run_verb
 
-    return run_verb(f"xfer eval {args.kind}", lambda: RUNNERS[args.kind](args))
+    def run() -> int:
+        paths.check_reachable(_out(args), "--out", must_exist=False)  # a bad bucket fails before the model loads
+        return RUNNERS[args.kind](args)
+
+    return run_verb(f"xfer eval {args.kind}", run)
 
 
 def serve_parser() -> argparse.ArgumentParser:

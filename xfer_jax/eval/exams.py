@@ -15,9 +15,11 @@ into the data) is skipped and listed with its file:line; a file that cannot be r
 """
 import csv
 import dataclasses
+import io
 import json
-import pathlib
 import re
+
+from xfer_jax import paths
 
 FORMATS = ("ceval", "mmlu", "agieval", "gaokao")
 LETTERS = "ABCDEFGHIJ"
@@ -69,7 +71,7 @@ def _require(record, keys: tuple[str, ...], where: str, layout: str) -> None:
         raise ValueError(f"{where}: missing key(s) {missing}; {layout}")
 
 
-def _files(path: pathlib.Path, pattern: str) -> list[pathlib.Path]:
+def _files(path: paths.Path, pattern: str) -> list[paths.Path]:
     files = sorted(path.glob(pattern)) if path.is_dir() else [path] if path.is_file() else []
     if not files:
         raise FileNotFoundError(f"{path}: no {pattern} exam file found")
@@ -77,7 +79,7 @@ def _files(path: pathlib.Path, pattern: str) -> list[pathlib.Path]:
 
 
 # ---- C-Eval and hendrycks MMLU (CSV per subject and split) ----
-def _read_csv_split(root: pathlib.Path, split: str, header: bool, skipped: list[str]) -> dict[str, list[Question]]:
+def _read_csv_split(root: paths.Path, split: str, header: bool, skipped: list[str]) -> dict[str, list[Question]]:
     files = sorted((root / split).glob(f"*_{split}.csv"))
     if not files:
         raise FileNotFoundError(f"{root / split}: no *_{split}.csv files "
@@ -85,7 +87,7 @@ def _read_csv_split(root: pathlib.Path, split: str, header: bool, skipped: list[
     subjects = {}
     for path in files:
         subject = path.name[: -len(f"_{split}.csv")]
-        with path.open(encoding="utf-8-sig", newline="") as f:
+        with io.TextIOWrapper(path.open("rb"), encoding="utf-8-sig", newline="") as f:  # the same on gs://
             reader = csv.reader(f)
             columns = next(reader) if header else ["question", "A", "B", "C", "D", "answer"]
             missing = {"question", "A", "B", "C", "D", "answer"} - set(columns)
@@ -109,7 +111,7 @@ def _read_csv_split(root: pathlib.Path, split: str, header: bool, skipped: list[
 
 
 def read_ceval(root, split: str = "val", shots: int = 5) -> Exam:
-    root = pathlib.Path(root)
+    root = paths.path(root, "--data")
     exam = Exam("ceval", "zh", {})
     exam.test = _read_csv_split(root, split, True, exam.skipped)
     exam.dev = _read_csv_split(root, "dev", True, exam.skipped) if shots else {}
@@ -120,7 +122,7 @@ def read_ceval(root, split: str = "val", shots: int = 5) -> Exam:
 
 
 def read_mmlu(path, split: str = "test", shots: int = 5) -> Exam:
-    path = pathlib.Path(path)
+    path = paths.path(path, "--data")
     if path.suffix == ".jsonl":
         return _read_mmlu_jsonl(path, split, shots)
     exam = Exam("mmlu", "en", {})
@@ -144,7 +146,7 @@ def _mmlu_record(record: dict, where: str, skipped: list[str]) -> Question | Non
     return _choice(str(subject).replace("_", " "), record["question"], options, answer, where, skipped)
 
 
-def _read_mmlu_jsonl(path: pathlib.Path, split: str, shots: int) -> Exam:
+def _read_mmlu_jsonl(path: paths.Path, split: str, shots: int) -> Exam:
     exam = Exam("mmlu", "en", {})
     by_split: dict[str, dict[str, list[Question]]] = {}
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -175,7 +177,7 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 def read_agieval(path) -> Exam:
     exam = Exam("agieval", "en", {})
     chinese = 0
-    for file in _files(pathlib.Path(path), "*.jsonl"):
+    for file in _files(paths.path(path, "--data"), "*.jsonl"):
         questions = []
         for line_no, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
@@ -210,7 +212,7 @@ def read_agieval(path) -> Exam:
 
 def read_gaokao(path) -> Exam:
     exam = Exam("gaokao", "zh", {})
-    for file in _files(pathlib.Path(path), "*.json"):
+    for file in _files(paths.path(path, "--data"), "*.json"):
         data = json.loads(file.read_text(encoding="utf-8"))
         if not isinstance(data, dict) or not isinstance(data.get("example"), list):
             raise ValueError(f"{file}: expected a JSON object with an 'example' list (GAOKAO-Bench layout)")

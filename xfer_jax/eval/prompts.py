@@ -9,8 +9,8 @@ add_generation_prompt, its text encoded with the template's special tokens parse
 through to the output records.
 """
 import json
-import pathlib
 
+from xfer_jax import paths
 from xfer_jax.data import chat_template, instruct
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.eval.generate import Generator, Stats
@@ -36,7 +36,7 @@ def template(name: str, tokenizer: Tokenizer | None = None) -> instruct.Template
 
 def read_prompts(path) -> list[dict]:
     """Records with at least `instruction` or `prompt`, and an `id` (the line number when absent)."""
-    path = pathlib.Path(path)
+    path = paths.path(path, "--prompts")
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} does not exist")
     records = []

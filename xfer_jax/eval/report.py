@@ -2,11 +2,11 @@
 SVG bar charts where a picture says more (per-language bits per character, per-subject accuracy,
 switch rate per language), and any per-item JSONL (predictions, generations, judgments).
 
-Charts are plain SVG written here: no plotting dependency, and they render on GitHub and in browsers.
+Charts are plain SVG written here: no plotting dependency, and they render on GitHub and in browsers. The
+folder may be a URL (gs://...): each file is then one object, uploaded whole or not at all (`paths`).
 """
 import html
 import json
-import pathlib
 
 from xfer_jax import paths
 
@@ -55,10 +55,11 @@ def bar_chart(title: str, categories: list[str], series: dict[str, list[float]],
 
 
 def write(out_dir, kind: str, result: dict, markdown: str, charts: dict[str, str] | None = None,
-          items: dict[str, list[dict]] | None = None) -> pathlib.Path:
+          items: dict[str, list[dict]] | None = None) -> paths.Path:
     """Write report.json, report.md, charts ({file name: svg}) and item files ({file name: records})."""
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = paths.path(out_dir, "--out")
+    if not paths.is_url(out):  # an object store has no folders to make
+        out.mkdir(parents=True, exist_ok=True)
     paths.write_text(out / "report.json", json.dumps({"kind": kind, **result}, indent=1, ensure_ascii=False) + "\n")
     for name, svg in (charts or {}).items():
         paths.write_text(out / name, svg)

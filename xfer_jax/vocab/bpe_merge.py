@@ -232,7 +232,7 @@ def merge_bpe_files(base, add, out, options: BpeMergeOptions = BpeMergeOptions()
     --overwrite) and apart from the inputs, every new token reachable in the `tokenizers` library."""
     from tokenizers import Tokenizer
 
-    out = pathlib.Path(out)
+    out = paths.path(out, "--out")
     if out.name != "tokenizer.json":
         raise ValueError(f"--out {out}: name the file tokenizer.json (e.g. vocab/llama3_zh/tokenizer.json), so its "
                          f"directory loads in transformers")

@@ -56,13 +56,13 @@ def check_base(path, role: str = "--base") -> dict:
 
 
 def train_bpe(specs: Sequence[SourceSpec], out: str | pathlib.Path, base: str | pathlib.Path,
-              options: BpeTrainOptions = BpeTrainOptions(), *, issues: InputIssues | None = None) -> pathlib.Path:
+              options: BpeTrainOptions = BpeTrainOptions(), *, issues: InputIssues | None = None) -> paths.Path:
     """Train on the sources with `base`'s text pipeline and write OUT (a tokenizer.json)."""
     from tokenizers import Tokenizer, trainers
     from tokenizers.pre_tokenizers import ByteLevel
 
     options.check()
-    out = pathlib.Path(out)
+    out = paths.path(out, "--out")
     if out.suffix != ".json":
         raise ValueError(f"--out {out}: a Hugging Face tokenizer file ends in .json (e.g. vocab/zh_bpe.json)")
     tokenizer = Tokenizer.from_str(json.dumps(empty_like(check_base(base))))

@@ -20,6 +20,8 @@ import json
 
 import regex
 
+from xfer_jax import paths
+
 PROTECTED_SCRIPTS = ("Latin", "Common", "Inherited")
 
 
@@ -80,8 +82,7 @@ def byte_level_problem(doc: dict) -> str | None:
 def load_json(path, role: str) -> dict:
     """A tokenizer.json parsed, with an error naming the file and its role."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(paths.path(path, role).read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{role} {path}: not a tokenizer.json ({e})") from e
 

@@ -13,9 +13,9 @@
 import argparse
 import dataclasses
 import json
-import pathlib
 import sys
 
+from xfer_jax import paths
 from xfer_jax.cli_args import add_flag
 from xfer_jax.errors import run_verb
 from xfer_jax.data.sources import DOC_SPLITS, TEXT_FORMATS, SourceSpec
@@ -132,7 +132,7 @@ def _train(args) -> None:
 def _merge(args) -> None:
     from xfer_jax.vocab.bpe_merge import check_same_kind
 
-    out = pathlib.Path(args.out)
+    out = paths.path(args.out, "--out")
     if check_same_kind(args.base, args.add) == "hf":
         from xfer_jax.data.tokenizer import resolve
         from xfer_jax.vocab.bpe_merge import BpeMergeOptions, merge_bpe_files
@@ -160,7 +160,16 @@ def _merge(args) -> None:
     print(f"wrote {out} ({stats.merged_pieces} pieces) and the Hugging Face tokenizer files in {hf_dir}")
 
 
+def check_outputs_reachable(args) -> None:
+    """A URL among the outputs: its store answers and its bucket exists, before any work (one line if not)."""
+    for flag in ("--out", "--hf_dir"):
+        value = getattr(args, flag[2:], None)
+        if value:
+            paths.check_reachable(paths.path(value, flag), flag, must_exist=False)
+
+
 def run(args) -> None:
+    check_outputs_reachable(args)
     if args.command == "train":
         _train(args)
     elif args.command == "merge":
@@ -176,7 +185,8 @@ def run(args) -> None:
 
         texts = _pairs(args.text, "--text")
         if args.corpus:
-            texts.update({lang: str(pathlib.Path(args.corpus) / lang / "heldout.txt") for lang in args.languages.split(",")})
+            corpus = paths.path(args.corpus, "--corpus")
+            texts.update({lang: str(corpus / lang / "heldout.txt") for lang in args.languages.split(",")})
         if not texts:
             raise ValueError("no text to measure: pass --text LANG=PATH or --corpus DIR")
         specs = {lang: SourceSpec(lang=lang, path=path, format=args.format, text_field=args.text_field,

@@ -21,7 +21,6 @@ Three decisions shape what is appended:
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 import numpy as np
 from sentencepiece import sentencepiece_model_pb2 as pb
@@ -162,7 +161,7 @@ def merge_files(base, add, out, options: MergeOptions = MergeOptions(), *, hf_di
     from xfer_jax.vocab.bpe_merge import check_same_kind
 
     check_same_kind(base, add)
-    out = pathlib.Path(out)
+    out = paths.path(out, "--out")
     check_outputs(base, add, out, hf_dir, overwrite)
     merged, stats = merge(load_proto(base, "--base"), load_proto(add, "--add"), options)
     model = merged.SerializeToString()
@@ -178,7 +177,7 @@ def merge_files(base, add, out, options: MergeOptions = MergeOptions(), *, hf_di
     return stats
 
 
-def check_outputs(base, add, out: pathlib.Path, hf_dir, overwrite: bool) -> None:
+def check_outputs(base, add, out: paths.Path, hf_dir, overwrite: bool) -> None:
     """OUT a .model path that is new (or --overwrite); `hf_dir` empty (or --overwrite) and apart from the inputs."""
     if out.is_dir():
         raise FileExistsError(f"--out {out} is a directory; name the .model file to write")

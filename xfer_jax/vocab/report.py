@@ -8,7 +8,7 @@ and tokens per character is the factor between the two.
 from __future__ import annotations
 
 import json
-import pathlib
+import os
 
 from xfer_jax import paths
 from xfer_jax.data.issues import InputIssues
@@ -17,7 +17,7 @@ from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.vocab.train import documents
 
 
-def measure(tokenizers: dict[str, str | pathlib.Path], texts: dict[str, SourceSpec], num_threads: int = 2) -> dict:
+def measure(tokenizers: dict[str, str | os.PathLike], texts: dict[str, SourceSpec], num_threads: int = 2) -> dict:
     """{"tokenizers": {name: path}, "languages": {lang: {documents, characters, bytes, tokens: {name: n}, ...}}}."""
     loaded = {name: Tokenizer.load(path) for name, path in tokenizers.items()}
     issues = InputIssues()
@@ -56,10 +56,11 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(report: dict, prefix: str | pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    """PREFIX.md and PREFIX.json, each replaced atomically (a crash never leaves half a report). An earlier
-    report under the same prefix is replaced: it is derived output, recomputed from its inputs in seconds."""
-    prefix = pathlib.Path(prefix)
+def write(report: dict, prefix: str | os.PathLike) -> tuple[paths.Path, paths.Path]:
+    """PREFIX.md and PREFIX.json (PREFIX may be a gs:// URL), each replaced atomically (a crash never leaves half
+    a report). An earlier report under the same prefix is replaced: it is derived output, recomputed from its
+    inputs in seconds."""
+    prefix = paths.path(prefix, "--out")
     md, js = prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".json")
     paths.write_text(js, json.dumps(report, indent=2))
     paths.write_text(md, markdown(report))

@@ -20,12 +20,13 @@ result restores onto any mesh (checkpoint.load_params with target shardings).
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 
 import numpy as np
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-from xfer_jax import checkpoint
+from xfer_jax import checkpoint, paths
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.vocab import bpe_extend
 from xfer_jax.vocab.bpe_merge import check_same_kind
@@ -133,7 +134,7 @@ def extend(ckpt_dir, tokenizer, out_dir, options: ExtendOptions = ExtendOptions(
         carried = Tokenizer.load(tokenizer)
     grown = grow(params, cfg.vocab_size, total, options, std=cfg.initializer_range,
                  segments=segments, tied=cfg.tie_word_embeddings)
-    record = {"from": str(pathlib.Path(ckpt_dir).resolve()), "step": step, "strategy": options.strategy,
+    record = {"from": os.fspath(paths.path(ckpt_dir, "--ckpt")), "step": step, "strategy": options.strategy,
               "seed": options.seed, "old_vocab_size": cfg.vocab_size, "new_vocab_size": total,
               "padding_pieces": padding, "tokenizer_sha256": carried.sha256()}
     if options.strategy == "noisy_mean":

@@ -13,13 +13,16 @@ characters the base never produces, and such pieces are dead weight once merged 
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import re
+import tempfile
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import sentencepiece as spm
 
+from xfer_jax import paths
 from xfer_jax.data.issues import InputIssues
 from xfer_jax.data.readers import open_source
 from xfer_jax.data.sources import TEXT_FORMATS, SourceSpec
@@ -74,15 +77,26 @@ def documents(specs: Sequence[SourceSpec], issues: InputIssues, seed: int = 0) -
             yield table[int(i)]
 
 
-def train_tokenizer(specs: Sequence[SourceSpec], out: str | pathlib.Path, options: TrainOptions = TrainOptions(),
-                    *, issues: InputIssues | None = None) -> pathlib.Path:
-    """Train on the sources and write OUT (a .model file; sentencepiece's .vocab listing beside it)."""
+def train_tokenizer(specs: Sequence[SourceSpec], out: str | os.PathLike, options: TrainOptions = TrainOptions(),
+                    *, issues: InputIssues | None = None) -> paths.Path:
+    """Train on the sources and write OUT (a .model file; sentencepiece's .vocab listing beside it).
+
+    sentencepiece writes only to local files, so it trains into a temporary folder and the two files are then
+    copied to OUT (a local path or a gs:// URL) atomically, the .model last: OUT never holds half a model."""
     options.check()
-    out = pathlib.Path(out)
+    out = paths.path(out, "--out")
     if out.suffix != ".model":
         raise ValueError(f"--out {out}: a sentencepiece model file ends in .model")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    issues = issues or InputIssues()
+    with tempfile.TemporaryDirectory(prefix="xfer-spm-") as tmp:
+        local = pathlib.Path(tmp) / out.name
+        _train(specs, local, options, issues or InputIssues(), out)
+        for suffix in (".vocab", ".model"):
+            paths.copy_file(local.with_suffix(suffix), out.with_suffix(suffix))
+    return out
+
+
+def _train(specs, out: pathlib.Path, options: TrainOptions, issues: InputIssues, shown) -> None:
+    """sentencepiece's trainer writing OUT (local) and its .vocab; errors name `shown` (the user's --out)."""
     stream = (s for doc in documents(specs, issues, options.seed) for s in sentences(doc, options.max_sentence_bytes))
     spm.set_random_generator_seed(options.seed)
     try:
@@ -101,6 +115,5 @@ def train_tokenizer(specs: Sequence[SourceSpec], out: str | pathlib.Path, option
             hint = " (lower character_coverage or raise vocab_size: every covered character needs a piece)"
         elif "Vocabulary size is too high" in str(e):
             hint = " (the text is too small for this vocabulary: lower vocab_size or add text)"
-        raise ValueError(f"sentencepiece could not train {out}: {e}{hint}") from e
+        raise ValueError(f"sentencepiece could not train {shown}: {e}{hint}") from e
     issues.warn()
-    return out
