@@ -95,6 +95,35 @@ def run_with(tokenizer: str = "small", pieces: int | None = None):
     return prepare
 
 
+def on_emulator(prepare):
+    """prepare() with the GCS emulator running (STORAGE_EMULATOR_HOST set, as a user would set it)."""
+    def with_emulator(tmp_path, request):
+        request.getfixturevalue("gcs_emulator")
+        return prepare(tmp_path, request)
+    return with_emulator
+
+
+def test_train_storage_unreachable_is_one_fast_line(small_tokenizer, tmp_path):
+    """An endpoint nobody answers on: one line naming the URL within seconds, not the clients' minute of retries."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "TENSORSTORE_GCS_HTTP_URL"}
+    env["STORAGE_EMULATOR_HOST"] = "http://127.0.0.1:1"
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "xfer_jax.cli", *TRAIN, f"--config.data.tokenizer={small_tokenizer}",
+                           "--config.train.out_dir=gs://some-bucket/run"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+    seconds = time.monotonic() - t0
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert any("train.out_dir='gs://some-bucket/run': cannot reach the storage endpoint 127.0.0.1:1" in line
+               for line in done.stderr.splitlines()), done.stderr[-2000:]
+    assert seconds < 10, seconds
+    assert not (REPO / "gs:").exists()
+
+
 def all_bad_records(tmp_path, request):
     """A config whose only source is a JSONL file in which every record is malformed."""
     bad = tmp_path / "bad.jsonl"
@@ -192,9 +221,9 @@ CASES += [
     Case("train-resume-smaller-tokenizer", run_with("cut", pieces=1900), RESUME, "model.vocab_size=1900", ("run",)),
     Case("train-resume-other-shape", run_with(), (*RESUME, "--config.model.shape=tiny_mha"), "model.num_kv_heads=",
          ("run",)),
-    Case("train-out-dir-gs", run_with(), (*TRAIN, "--config.data.tokenizer={tokenizer}",
-                                          "--config.train.out_dir=gs://bucket/run"),
-         "train.out_dir='gs://bucket/run'", ("gs_local",)),
+    Case("train-out-dir-missing-bucket", on_emulator(run_with()),
+         (*TRAIN, "--config.data.tokenizer={tokenizer}", "--config.train.out_dir=gs://xfer-no-such-bucket/run"),
+         "train.out_dir='gs://xfer-no-such-bucket/run': bucket gs://xfer-no-such-bucket does not exist", ("gs_local",)),
     Case("train-config-key-typo", run_with(), (*RESUME, "--config.train.lr_typo=1"),
          "--config.train.lr_typo: configs/pretrain.py has no key 'train.lr_typo'; did you mean --config.optim.lr", ("run",)),
     Case("study-config-key-typo-default-config", lambda tmp_path, request: {"out": tmp_path / "study"},

@@ -3,8 +3,9 @@ simulated CPU devices, Gloo collectives, mesh data=2 × fsdp=4) against the same
 process fed the same global batches.
 
 What it proves: jax.distributed start-up from XFER_* variables, batches assembled from process-local rows
-(make_array_from_process_local_data), an Orbax checkpoint written by both processes (with one grain iterator
-state per process) and restored by both, and losses equal to the single-process run at every step.
+(make_array_from_process_local_data), an Orbax checkpoint written by both processes into a bucket (the GCS
+emulator: train.out_dir=gs://...; one grain iterator state per process) and restored by both, metrics written
+by process 0 into the bucket, and losses equal to the single-process run at every step.
 
 Each process reads only its shard of the documents, so the data stream depends on the process count; the
 reference therefore builds both shards' iterators here (with jax.process_index/process_count reporting the
@@ -19,6 +20,7 @@ import sys
 import jax
 import numpy as np
 
+from xfer_jax import paths
 from xfer_jax.data import pipeline
 from xfer_jax.train.loop import Trainer
 
@@ -28,8 +30,9 @@ OVERRIDES = {"mesh.data": 2, "mesh.fsdp": 4, "mesh.tensor": 1, "optim.schedule":
              "train.progress_bar": False}
 
 
-def losses(run_dir: pathlib.Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in map(json.loads, open(run_dir / "metrics.jsonl"))}
+def losses(run_dir) -> dict[int, float]:
+    text = paths.path(run_dir).joinpath("metrics.jsonl").read_text()
+    return {r["step"]: r["loss"] for r in map(json.loads, text.splitlines())}
 
 
 def launch_two(tokenizer, out_dir, steps: int, env) -> str:
@@ -81,15 +84,17 @@ def reference_losses(config, steps: int, monkeypatch) -> dict[int, float]:
     return losses(pathlib.Path(c.train.out_dir))
 
 
-def test_two_processes_train_save_restore_like_one(pretrain_config, corpus_dir, small_tokenizer, tmp_path, monkeypatch):
+def test_two_processes_train_save_restore_like_one(pretrain_config, corpus_dir, small_tokenizer, bucket, tmp_path,
+                                                   monkeypatch):
     # The second launch compiles the same programs: JAX's persistent cache saves it that time.
     env = {**os.environ, "XFER_CACHE": str(corpus_dir.parent), "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache"),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    run = tmp_path / "two_processes"
+    run = paths.path(f"{bucket}/two_processes")
     first = launch_two(small_tokenizer, run, 3, env)
     assert "[p0] process 0/2: 4 local of 8 devices" in first and "[p1] process 1/2: 4 local of 8 devices" in first
     step = run / "ckpt" / "3"
     assert (step / "data" / "process_0-of-2.json").exists() and (step / "data" / "process_1-of-2.json").exists()
+    assert (step / "commit_success.txt").exists()  # Orbax's commit marker on an object store
 
     second = launch_two(small_tokenizer, run, 6, env)  # restores step 3 in both processes, trains 4..6
     assert "[p0] resumed from" in second and "[p1] resumed from" in second

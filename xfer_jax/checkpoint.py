@@ -14,8 +14,9 @@ step half-written when a process died is never listed as the latest. Restoring t
 checkpoint saved on one mesh loads onto any other.
 """
 import json
-import pathlib
+import os
 
+import fsspec
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,9 +32,10 @@ HF_TOKENIZER_FILE, HF_TOKENIZER_CONFIG = "tokenizer.json", "tokenizer_config.jso
 TOKENIZER_FILES = (HF_TOKENIZER_FILE, TOKENIZER_FILE, HF_TOKENIZER_CONFIG)  # what tokenizer_path looks for first
 
 
-def manager(ckpt_dir: str | pathlib.Path, *, max_to_keep: int | None = None, save_interval_steps: int = 1,
+def manager(ckpt_dir: str | os.PathLike, *, max_to_keep: int | None = None, save_interval_steps: int = 1,
             async_save: bool = False, read_only: bool = False) -> ocp.CheckpointManager:
-    """The Orbax CheckpointManager over DIR (absolute path; created unless read_only)."""
+    """The Orbax CheckpointManager over DIR (a local path made absolute, or a URL: Orbax writes gs:// itself and
+    marks a step complete there by its commit_success.txt; created unless read_only)."""
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         save_interval_steps=save_interval_steps,
@@ -41,7 +43,7 @@ def manager(ckpt_dir: str | pathlib.Path, *, max_to_keep: int | None = None, sav
         read_only=read_only,
         create=not read_only,
     )
-    return ocp.CheckpointManager(pathlib.Path(ckpt_dir).resolve(), options=options)
+    return ocp.CheckpointManager(paths.path(ckpt_dir, "checkpoint directory"), options=options)
 
 
 def meta_dict(cfg: LlamaConfig, step: int, **extra) -> dict:
@@ -49,12 +51,12 @@ def meta_dict(cfg: LlamaConfig, step: int, **extra) -> dict:
 
 
 def save(ckpt_dir, cfg: LlamaConfig, params: dict, *, step: int = 0, tokenizer=None,
-         extra_meta: dict | None = None, overwrite: bool = False) -> pathlib.Path:
+         extra_meta: dict | None = None, overwrite: bool = False) -> paths.Path:
     """Write params (+ meta, + the tokenizer's files: `write_tokenizer`) as step `step` of DIR and wait until
     it is committed.
 
     An existing step is replaced only with `overwrite`; otherwise it is an error, never a silent skip."""
-    ckpt_dir = pathlib.Path(ckpt_dir).resolve()
+    ckpt_dir = paths.path(ckpt_dir, "checkpoint directory")
     check_writable(ckpt_dir, step, overwrite)
     with manager(ckpt_dir) as mgr:
         if step in mgr.all_steps():
@@ -74,7 +76,7 @@ def tokenizer_files(tokenizer) -> dict[str, bytes]:
     .model file, a tokenizer.json with its sibling tokenizer_config.json, or a directory holding either)."""
     if hasattr(tokenizer, "files"):
         return tokenizer.files()
-    path = pathlib.Path(tokenizer)
+    path = paths.path(tokenizer, "tokenizer")
     if path.is_dir():
         path = next((path / n for n in (HF_TOKENIZER_FILE, TOKENIZER_FILE) if (path / n).is_file()),
                     path / TOKENIZER_FILE)
@@ -92,7 +94,7 @@ def write_tokenizer(ckpt_dir, tokenizer) -> None:
     """Write the tokenizer's files beside the steps, each atomically. The file `tokenizer_path` finds and any
     file of another tokenizer go first and that file is written last, so at no moment does it name a mix of two
     tokenizers: a crash leaves the old one, none, or the new one whole."""
-    ckpt_dir = pathlib.Path(ckpt_dir)
+    ckpt_dir = paths.path(ckpt_dir, "checkpoint directory")
     files = tokenizer_files(tokenizer)
     main = HF_TOKENIZER_FILE if HF_TOKENIZER_FILE in files else TOKENIZER_FILE
     for name in TOKENIZER_FILES:
@@ -136,24 +138,29 @@ def restore_train_state(mgr: ocp.CheckpointManager, step: int, abstract_state: d
 
 def check_writable(ckpt_dir, step: int, overwrite: bool) -> None:
     """Fail before any work if DIR already holds `step` and we may not replace it."""
-    if not overwrite and (pathlib.Path(ckpt_dir) / str(step) / "meta").exists():
+    if not overwrite and (paths.path(ckpt_dir, "checkpoint directory") / str(step) / "meta").exists():
         raise FileExistsError(f"{ckpt_dir} already holds step {step}; choose another output directory or pass --overwrite")
 
 
-def _check_dir(ckpt_dir: pathlib.Path) -> None:
+def _check_dir(ckpt_dir: paths.Path) -> None:
     if not ckpt_dir.is_dir():
         raise FileNotFoundError(f"checkpoint directory {ckpt_dir} does not exist (make one with `xfer convert hf-to-orbax`)")
 
 
 def committed_step(ckpt_dir) -> int | None:
     """The newest step Orbax finalised in DIR, read from the directory listing alone: no CheckpointManager, so
-    no cross-process barrier — every process of a multi-host run can ask at any time and gets the same answer."""
-    steps = ocp.utils.checkpoint_steps(pathlib.Path(ckpt_dir))
+    no cross-process barrier — every process of a multi-host run can ask at any time and gets the same answer.
+    A step counts once finalised: renamed from its tmp name on disk, holding commit_success.txt on gs://."""
+    ckpt_dir = paths.path(ckpt_dir, "checkpoint directory")
+    if paths.is_url(ckpt_dir):  # the client caches listings per process: another process's commit must show
+        for fs in list(fsspec.get_filesystem_class(os.fspath(ckpt_dir).split("://")[0])._cache.values()):
+            fs.invalidate_cache()
+    steps = ocp.utils.checkpoint_steps(ckpt_dir)
     return max(steps) if steps else None
 
 
 def latest_step(ckpt_dir) -> int:
-    ckpt_dir = pathlib.Path(ckpt_dir).resolve()
+    ckpt_dir = paths.path(ckpt_dir, "checkpoint directory")
     _check_dir(ckpt_dir)
     step = committed_step(ckpt_dir)
     if step is None:
@@ -162,7 +169,7 @@ def latest_step(ckpt_dir) -> int:
 
 
 def read_meta(ckpt_dir, step: int | None = None) -> dict:
-    ckpt_dir = pathlib.Path(ckpt_dir).resolve()
+    ckpt_dir = paths.path(ckpt_dir, "checkpoint directory")
     step = latest_step(ckpt_dir) if step is None else step
     meta_file = ckpt_dir / str(step) / "meta" / "metadata"
     if not meta_file.exists():
@@ -173,9 +180,9 @@ def read_meta(ckpt_dir, step: int | None = None) -> dict:
     return meta
 
 
-def tokenizer_path(ckpt_dir) -> pathlib.Path | None:
+def tokenizer_path(ckpt_dir) -> paths.Path | None:
     """The checkpoint's tokenizer file to load (tokenizer.json, else tokenizer.model), None when it carries none."""
-    ckpt_dir = pathlib.Path(ckpt_dir).resolve()
+    ckpt_dir = paths.path(ckpt_dir, "checkpoint directory")
     return next((ckpt_dir / n for n in (HF_TOKENIZER_FILE, TOKENIZER_FILE) if (ckpt_dir / n).exists()), None)
 
 
@@ -184,7 +191,7 @@ def load_params(ckpt_dir, *, step: int | None = None, shardings: dict | None = N
     """(config, params) from DIR. `shardings` places each array (any mesh); without it, arrays land on host
     memory as numpy. `run_overrides` changes how the model runs (dtype, remat, attention), never its shape;
     `param_dtype` given here casts the stored arrays on restore."""
-    ckpt_dir = pathlib.Path(ckpt_dir).resolve()
+    ckpt_dir = paths.path(ckpt_dir, "checkpoint directory")
     step = latest_step(ckpt_dir) if step is None else step
     meta = read_meta(ckpt_dir, step)
     cfg = LlamaConfig.from_dict(meta["model"]).replace(**run_overrides)
@@ -203,7 +210,7 @@ def load_params(ckpt_dir, *, step: int | None = None, shardings: dict | None = N
     return cfg, restored["params"]
 
 
-def _stored_shapes(ckpt_dir: pathlib.Path, step: int) -> dict:
+def _stored_shapes(ckpt_dir: paths.Path, step: int) -> dict:
     item = ckpt_dir / str(step) / "params"
     if not item.is_dir():
         raise FileNotFoundError(f"{ckpt_dir} step {step} has no `params` item ({item} is missing)")
@@ -229,7 +236,8 @@ def _check_shapes(ckpt_dir, step, abstract: dict, stored: dict) -> None:
 
 
 # How a run executes, free to change between a save and a resume; every other model field fixes the math.
-RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention", "decode_attention", "scan_layers", "fuse_projections")
+RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention", "attention_block_size", "decode_attention", "scan_layers",
+              "fuse_projections")
 
 
 def check_resume(ckpt_dir, cfg: LlamaConfig, *, tokenizer, trainable: list[str], languages: list[str],
@@ -241,7 +249,7 @@ def check_resume(ckpt_dir, cfg: LlamaConfig, *, tokenizer, trainable: list[str],
     `tokenizer` is the run's tokenizer wrapper: its `sha256()` is compared with the one the checkpoint's meta
     records, else (an older checkpoint) with the stored tokenizer's; `tokenizer_source` names it in messages
     (default: its `source`)."""
-    ckpt_dir = pathlib.Path(ckpt_dir)
+    ckpt_dir = paths.path(ckpt_dir, "checkpoint directory")
     step = committed_step(ckpt_dir) if ckpt_dir.is_dir() else None
     if step is None:
         return None

@@ -18,13 +18,13 @@ live with the evaluation (`xfer_jax.eval.scoring.loss_sums`: this room may not i
 """
 import dataclasses
 import functools
-import pathlib
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xfer_jax import checkpoint
+from xfer_jax import checkpoint, paths
 from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.model import params as model_params
 from xfer_jax.model.config import LlamaConfig
@@ -78,7 +78,7 @@ class LoadedModel:
         return self.placement.to_host(out)
 
 
-def load(ckpt_dir: str | pathlib.Path, *, mesh: jax.sharding.Mesh | None = None, rules=None, step: int | None = None,
+def load(ckpt_dir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None, rules=None, step: int | None = None,
          **run_overrides) -> LoadedModel:
     """Restore a checkpoint's parameters (sharded by `rules` when a mesh is given) for inference."""
     placement = Placement(mesh, tuple(rules or rules_lib.DEFAULT_RULES))
@@ -97,7 +97,7 @@ def logits(ckpt_dir, tokens, **kwargs) -> np.ndarray:
     return load(ckpt_dir, **kwargs).logits(tokens)
 
 
-def tokenizer_for(ckpt_dir, tokenizer: str | pathlib.Path | None = None) -> Tokenizer:
+def tokenizer_for(ckpt_dir, tokenizer: str | os.PathLike | None = None) -> Tokenizer:
     """`tokenizer` if given (a .model, a tokenizer.json or a directory holding either), else the checkpoint's own
     (checkpoint.tokenizer_path: tokenizer.json, else tokenizer.model), else the one its trainer was configured with."""
     if tokenizer:
@@ -106,7 +106,7 @@ def tokenizer_for(ckpt_dir, tokenizer: str | pathlib.Path | None = None) -> Toke
     if own is not None:
         return Tokenizer.load(own)
     trained_with = checkpoint.read_meta(ckpt_dir).get("config", {}).get("data", {}).get("tokenizer")
-    if trained_with and pathlib.Path(trained_with).exists():
+    if trained_with and paths.path(trained_with, "data.tokenizer").exists():
         return Tokenizer.load(trained_with)
     raise FileNotFoundError(
         f"{ckpt_dir} holds no tokenizer.model or tokenizer.json and its meta names no existing data.tokenizer "

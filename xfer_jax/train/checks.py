@@ -4,6 +4,7 @@ One set of run checks for `xfer train` (named by config key: data.batch_size, ..
 `xfer sweep` (named by flag: batch_size, ...): the mesh fits the devices, the batch splits over the batch
 axes and micro-batches, the sequence fits the model, there are steps to run.
 """
+import glob
 import math
 from collections.abc import Mapping
 
@@ -53,11 +54,18 @@ def check_config(config, mesh: jax.sharding.Mesh, cfg: LlamaConfig) -> None:
 
 
 def check_paths(config) -> None:
-    """Every path the run reads or writes is one this project can use (no gs:// yet), named by its key."""
-    paths.local_path(config.train.out_dir, "train.out_dir")
-    paths.local_path(config.data.tokenizer, "data.tokenizer")
+    """Every path the run reads or writes, by its key, before anything is built or written: a scheme this project
+    reads (paths.path), a store that answers and a bucket that exists; inputs (init_from, data.tokenizer, every
+    data source) must exist (a glob: its folder), the run directory need not."""
+    def check(value, key, must_exist):
+        paths.check_reachable(paths.path(value, key), key, must_exist=must_exist)
+
+    check(config.train.out_dir, "train.out_dir", False)
+    check(config.data.tokenizer, "data.tokenizer", True)
     if config.init_from:
-        paths.local_path(config.init_from, "init_from")
+        check(config.init_from, "init_from", True)
     for group in ("sources", "heldout"):
         for i, entry in enumerate(config.data.get(group) or []):
-            paths.local_path(entry["path"], f"data.{group}[{i}].path")
+            parts = str(entry["path"]).split("/")
+            fixed = next((j for j, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+            check("/".join(parts[:fixed]) or ".", f"data.{group}[{i}].path", True)  # a glob: the folder above it

@@ -32,7 +32,7 @@ class Trainer:
     def __init__(self, config):
         self.config = config
         checks.check_paths(config)
-        self.out = paths.local_path(config.train.out_dir, "train.out_dir")
+        self.out = paths.path(config.train.out_dir, "train.out_dir")  # a folder, or a URL (gs://bucket/run)
         self.placement = Placement(mesh_lib.make_mesh(dict(config.mesh)), tuple(tuple(r) for r in config.rules))
         self.mesh = self.placement.mesh
         self.tokenizer = Tokenizer.load(config.data.tokenizer)
@@ -86,6 +86,7 @@ class Trainer:
                                     trainable=lora_setup.trainable_paths(self.mask),
                                     tokenizer_sha256=self.tokenizer.sha256(),
                                     config=json.loads(self.config.to_json_best_effort()))
+        self.writer.flush()  # in a bucket, the logs up to this step become visible with its checkpoint
 
     # ---- evaluation ----
     def evaluate(self, params, eval_sets, eval_fn) -> dict:

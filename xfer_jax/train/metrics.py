@@ -5,8 +5,11 @@ the parameters excluding the input embedding and S the sequence length; no causa
 MFU = achieved FLOP/s per device / the device's peak dense bf16 FLOP/s.
 """
 import json
-import pathlib
+import os
 import resource
+import shutil
+import tempfile
+import time
 
 import jax
 
@@ -52,38 +55,77 @@ class MetricWriter:
     A run resumed from step `resume_step` first forgets what was logged after it (steps that ran but whose
     checkpoint was lost, e.g. to a kill during an async save): the JSONL keeps only records up to that step
     (rewritten atomically) and TensorBoard purges later events, so the logs of an interrupted-and-resumed run
-    equal an uninterrupted run's, step for step."""
+    equal an uninterrupted run's, step for step.
 
-    def __init__(self, out_dir: pathlib.Path, resume_step: int = 0):
+    In a bucket (out_dir gs://...) an object cannot be appended to, and one request per line would cost a
+    round trip per step: the JSONL is kept in memory and the whole object rewritten by `flush()` (at most every
+    `flush_s` seconds, at each checkpoint save and at close), and TensorBoard writes to a local temporary folder
+    whose event files `flush()` uploads. A kill -9 loses at most the records since the last flush."""
+
+    def __init__(self, out_dir: paths.Path, resume_step: int = 0, flush_s: float = 30.0):
         self.enabled = jax.process_index() == 0
         if not self.enabled:
             return
+        self.remote, self.flush_s, self._flushed_at = paths.is_url(out_dir), flush_s, time.monotonic()
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / "metrics.jsonl"
+        self._path = path = out_dir / "metrics.jsonl"
+        kept = ""
         if path.exists():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-                    if _logged_step(line) <= resume_step]
-            paths.write_text(path, "".join(kept))
-        self._jsonl = open(path, "a", encoding="utf-8")
+            kept = "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                           if _logged_step(line) <= resume_step)
+            paths.write_text(path, kept)
+        if self.remote:
+            self._lines, self._jsonl = [kept], None
+        else:
+            self._jsonl = open(path, "a", encoding="utf-8")
         from tensorboardX import SummaryWriter
 
-        tb_dir = out_dir / "tensorboard"
-        purge = resume_step + 1 if tb_dir.exists() else None  # TensorBoard hides events at steps >= purge
-        self._tb = SummaryWriter(str(tb_dir), purge_step=purge)
+        self._tb_out = out_dir / "tensorboard"
+        purge = resume_step + 1 if self._tb_out.exists() else None  # TensorBoard hides events at steps >= purge
+        self._tb_local = tempfile.mkdtemp(prefix="xfer-tb-") if self.remote else str(self._tb_out)
+        self._tb = SummaryWriter(self._tb_local, purge_step=purge)
+        self._uploaded: dict[str, int] = {}
 
     def write(self, step: int, record: dict) -> None:
         if not self.enabled:
             return
-        self._jsonl.write(json.dumps({"step": step, **record}) + "\n")
-        self._jsonl.flush()
+        line = json.dumps({"step": step, **record}) + "\n"
         for key, value in record.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._tb.add_scalar(key, value, step)
+        if not self.remote:
+            self._jsonl.write(line)
+            self._jsonl.flush()
+            return
+        self._lines.append(line)
+        if time.monotonic() - self._flushed_at >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """In a bucket: rewrite metrics.jsonl whole and upload the event files that grew (one object each)."""
+        if not (self.enabled and self.remote):
+            return
+        paths.write_text(self._path, "".join(self._lines))
+        self._tb.flush()
+        for name in os.listdir(self._tb_local):
+            size = os.path.getsize(os.path.join(self._tb_local, name))
+            if self._uploaded.get(name) != size:
+                paths.copy_file(os.path.join(self._tb_local, name), self._tb_out / name)
+                self._uploaded[name] = size
+        self._flushed_at = time.monotonic()
 
     def close(self) -> None:
-        if self.enabled:
-            self._jsonl.close()
-            self._tb.close()
+        if not self.enabled:
+            return
+        if self.remote:
+            try:
+                self.flush()
+            finally:
+                self._tb.close()
+                shutil.rmtree(self._tb_local, ignore_errors=True)
+            return
+        self._jsonl.close()
+        self._tb.close()
 
 
 def _logged_step(line: str) -> float:
