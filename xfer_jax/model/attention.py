@@ -3,10 +3,15 @@
 Packed rows hold several documents; `segment_ids` (0 = padding, 1.. = document) keep every query inside its
 own document. `IMPLS` maps the config's `attention` name to a kernel with one signature, so faster kernels
 (cuDNN, Pallas) slot in beside the `xla` reference, which materialises the [T, S] scores: exact and simple,
-for tests and small runs, never for long-sequence training.
+for tests and small runs, never for long-sequence training. `splash` is the Pallas TPU kernel
+(model/splash_attention.py); `auto` picks by backend (`resolve`).
 """
+import logging
+
 import jax
 import jax.numpy as jnp
+
+from xfer_jax.model import splash_attention as splash
 
 
 def attention_mask(segment_ids: jax.Array | None, q_len: int, kv_len: int) -> jax.Array:
@@ -54,10 +59,39 @@ def cudnn_attention(q, k, v, segment_ids):
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="cudnn")
 
 
-IMPLS = {"xla": xla_attention, "cudnn": cudnn_attention}
+_FELL_BACK: set = set()  # (q shape, k shape, block) already logged as sent to the reference
 
 
-def attention(q, k, v, segment_ids, impl: str = "xla"):
+def splash_attention(q, k, v, segment_ids, block_size: int = splash.DEFAULT_BLOCK):
+    """The Pallas splash kernel (model/splash_attention.py); a shape it cannot serve runs the `xla` reference,
+    logged once per shape."""
+    reason = splash.unsupported(q.shape, k.shape, block_size)
+    if reason is None:
+        return splash.splash_attention(q, k, v, segment_ids, block_size=block_size)
+    key = (tuple(q.shape), tuple(k.shape), block_size)
+    if key not in _FELL_BACK:
+        _FELL_BACK.add(key)
+        logging.getLogger(__name__).warning("attention='splash': %s; q %s, k %s run the xla reference instead",
+                                            reason, tuple(q.shape), tuple(k.shape))
+    return xla_attention(q, k, v, segment_ids)
+
+
+IMPLS = {"xla": xla_attention, "cudnn": cudnn_attention, "splash": splash_attention}
+AUTO = {"gpu": "cudnn", "tpu": "splash"}  # attention="auto" by backend; anything else (CPU) takes "xla"
+
+
+def resolve(impl: str, backend: str | None = None) -> str:
+    """The kernel a config's `attention` names: "auto" → cuDNN on GPU, splash on TPU, xla elsewhere."""
+    if impl != "auto":
+        return impl
+    return AUTO.get(backend or jax.default_backend(), "xla")
+
+
+def attention(q, k, v, segment_ids, impl: str = "xla", *, block_size: int = splash.DEFAULT_BLOCK):
+    """`block_size`: the splash kernel's q/kv tile (capped to the sequence); the other kernels ignore it."""
+    impl = resolve(impl)
     if impl not in IMPLS:
         raise ValueError(f"attention implementation {impl!r} is not available; choose one of {sorted(IMPLS)}")
+    if impl == "splash":
+        return splash_attention(q, k, v, segment_ids, block_size)
     return IMPLS[impl](q, k, v, segment_ids)

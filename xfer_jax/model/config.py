@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from xfer_jax.model.family import LORA_TARGETS  # the projections that may take adapters (kept importable here)
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_out")
-ATTENTION_IMPLS = ("xla", "cudnn")
+ATTENTION_IMPLS = ("xla", "cudnn", "splash", "auto")  # auto: cudnn on GPU, splash on TPU, xla else (attention.resolve)
 DECODE_ATTENTION_IMPLS = ("xla", "pallas")  # one new token against the KV cache (model/decode_attention.py)
 ROPE_TYPES = ("default", "llama3")  # plain RoPE; Llama 3.1+'s long-context frequency scaling (llama.rope_frequencies)
 LLAMA3_ROPE_FIELDS = (  # set exactly when rope_type == "llama3"; HF's names for them are in HF_LLAMA3_ROPE
@@ -46,6 +46,7 @@ class LlamaConfig:
     param_dtype: str = "float32"
     remat: str = "none"
     attention: str = "xla"
+    attention_block_size: int = 512  # attention="splash": q/kv tile, capped to the sequence (multiple of 128)
     decode_attention: str = "xla"
     scan_layers: bool = True
     fuse_projections: bool = True  # q/k/v and gate/up as one GEMM each, training and decoding (llama.py)
@@ -64,6 +65,9 @@ class LlamaConfig:
             raise ValueError(f"remat={self.remat!r}; choose one of {REMAT_POLICIES}")
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"attention={self.attention!r}; choose one of {ATTENTION_IMPLS}")
+        if self.attention_block_size <= 0 or self.attention_block_size % 128:
+            raise ValueError(f"attention_block_size={self.attention_block_size}: the splash kernel's tile must be a "
+                             f"positive multiple of 128")
         if self.decode_attention not in DECODE_ATTENTION_IMPLS:
             raise ValueError(f"decode_attention={self.decode_attention!r}; choose one of {DECODE_ATTENTION_IMPLS}")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # lists from JSON stay hashable

@@ -130,7 +130,7 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
     q, k, v = _scaled(q, factor), _scaled(k, factor), _scaled(v, factor)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is None:
-        attn = attention(q, k, v, segment_ids, cfg.attention)
+        attn = attention(q, k, v, segment_ids, cfg.attention, block_size=cfg.attention_block_size)
     else:  # write this step's keys/values into layer `layer` of the whole cache (in place), attend over it
         k_all, v_all, layer, index, valid, visible = cache
         k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))

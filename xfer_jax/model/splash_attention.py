@@ -1,0 +1,117 @@
+"""Splash attention (JAX's Pallas TPU kernel, `jax.experimental.pallas.ops.tpu.splash_attention`) for training.
+
+Same signature as the `xla` reference (model/attention.py): q [B, T, H, D], k/v [B, S, K, D] with H a multiple
+of K, `segment_ids` [B, S] (0 = padding, 1.. = document) or None; causal (aligned at the end, as the reference)
+and packed-segment masks. The kernel works on one example, [heads, seq, head_dim], and is vmapped over the
+batch. Grouped-query attention needs no repeated K/V: the kernel's MHA form maps query head h to kv head
+h // (H / K) in its index maps (and accumulates dk/dv over a group); with one kv head the MQA form is used.
+
+The kernel does not scale the logits: q is multiplied by 1/sqrt(D) first, the reference's scale.
+
+Under a mesh (`jax.set_mesh`, e.g. `Placement.context`) the call runs in `jax.shard_map`: batch split as the
+rules' "batch" axis says, heads as "act_heads" / "act_kv_heads", the sequence whole (the kernel cannot split the
+kv sequence). Off TPU the kernel runs in Pallas interpret mode (slow: tests and CPU checks only).
+
+Shapes the kernel cannot serve are named by `unsupported`; `model/attention.py` sends those to the reference
+with one logged line per shape.
+"""
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
+from jax.sharding import PartitionSpec
+
+from xfer_jax.parallel.rules import spec_for
+
+DEFAULT_BLOCK = 512  # q and kv tile; capped to the sequence (cfg.attention_block_size)
+LANES = 128  # the kernel's tiles are multiples of the TPU lane width
+
+
+def block_sizes_for(q_len: int, kv_len: int, block: int = DEFAULT_BLOCK) -> tuple[int, int]:
+    """(q tile, kv tile): `block`, capped to each sequence."""
+    return min(block, q_len), min(block, kv_len)
+
+
+def unsupported(q_shape, k_shape, block: int = DEFAULT_BLOCK) -> str | None:
+    """Why the kernel cannot serve these shapes (None: it can). q [B, T, H, D], k [B, S, K, D]."""
+    _, t, h, d = q_shape
+    _, s, kv, dk = k_shape
+    bq, bkv = block_sizes_for(t, s, block)
+    if dk != d or h % kv:
+        return f"q {tuple(q_shape)} and k {tuple(k_shape)} do not pair (head_dim, H a multiple of K)"
+    if t > s:
+        return f"query length {t} exceeds key length {s}"
+    if bq % LANES or bkv % LANES:
+        return f"tiles ({bq}, {bkv}) for seq ({t}, {s}) are not multiples of {LANES}"
+    if t % bq or s % bkv:
+        return f"seq ({t}, {s}) is not a multiple of the tiles ({bq}, {bkv})"
+    if d % 8:
+        return f"head_dim {d} is not a multiple of 8"
+    return None
+
+
+def _interpret() -> bool:
+    return jax.default_backend() != "tpu"
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel(heads: int, q_len: int, kv_len: int, bq: int, bkv: int, mqa: bool, interpret: bool):
+    """The kernel for one example of `heads` query heads, built once per shape (the mask's block tables are
+    computed in numpy) and held as concrete arrays, never tracers: cached across traces."""
+    mask = splash_mask.MultiHeadMask([splash_mask.CausalMask((q_len, kv_len), offset=kv_len - q_len)] * heads)
+    sizes = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq, block_kv_dkv=bkv,
+                              block_kv_dkv_compute=bkv, block_q_dq=bq, block_kv_dq=bkv)
+    make = splash.make_splash_mqa_single_device if mqa else splash.make_splash_mha_single_device
+    with jax.ensure_compile_time_eval():
+        return make(mask, block_sizes=sizes, interpret=interpret)
+
+
+def _local(q, k, v, segment_ids, block: int):
+    """The kernel on arrays held whole (one device, or one shard inside shard_map)."""
+    b, t, h, d = q.shape
+    s, kv = k.shape[1], k.shape[2]
+    mqa = kv == 1
+    kernel = _kernel(h, t, s, *block_sizes_for(t, s, block), mqa, _interpret())
+    q = (q * jnp.asarray(1.0 / math.sqrt(d), q.dtype)).transpose(0, 2, 1, 3)  # [B, H, T, D]
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, D]
+    if mqa:
+        k, v = k[:, 0], v[:, 0]  # [B, S, D]
+    if segment_ids is None:
+        out = jax.vmap(kernel)(q, k, v)
+    else:
+        seg = segment_ids.astype(jnp.int32)
+        ids = splash.SegmentIds(q=seg[:, s - t:], kv=seg)
+        out = jax.vmap(lambda q, k, v, ids: kernel(q, k, v, segment_ids=ids))(q, k, v, ids)
+    return out.transpose(0, 2, 1, 3)  # [B, T, H, D]
+
+
+def _specs(q_shape, k_shape, mesh_shape: dict) -> tuple[PartitionSpec, PartitionSpec, PartitionSpec]:
+    """(q/out, k/v, segment ids) specs from the rules: batch and heads split, sequence and head_dim whole.
+    Query heads split only with their kv heads (each shard then holds whole groups), or over one kv head."""
+    q_spec = spec_for(("batch", None, "act_heads", None), q_shape, mesh_shape)
+    k_spec = spec_for(("batch", None, "act_kv_heads", None), k_shape, mesh_shape)
+    if q_spec[2] != k_spec[2] and k_shape[2] > 1:
+        q_spec = PartitionSpec(q_spec[0], None, k_spec[2], None)
+    return q_spec, k_spec, PartitionSpec(q_spec[0], None)
+
+
+def splash_attention(q, k, v, segment_ids, *, block_size: int = DEFAULT_BLOCK):
+    """Causal (+ same-segment) attention by the splash kernel; shapes must pass `unsupported`."""
+    reason = unsupported(q.shape, k.shape, block_size)
+    if reason:
+        raise ValueError(f"splash attention cannot serve these shapes: {reason}")
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or math.prod(mesh.shape.values()) == 1:
+        return _local(q, k, v, segment_ids, block_size)
+    q_spec, k_spec, seg_spec = _specs(q.shape, k.shape, dict(mesh.shape))
+    body = functools.partial(_local, block=block_size)
+    if segment_ids is None:
+        fn = jax.shard_map(lambda q, k, v: body(q, k, v, None), mesh=mesh, in_specs=(q_spec, k_spec, k_spec),
+                           out_specs=q_spec, check_vma=False)
+        return fn(q, k, v)
+    fn = jax.shard_map(body, mesh=mesh, in_specs=(q_spec, k_spec, k_spec, seg_spec), out_specs=q_spec,
+                       check_vma=False)
+    return fn(q, k, v, segment_ids)
