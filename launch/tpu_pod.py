@@ -4,7 +4,7 @@ command on all workers, follow its log, stop it cleanly, delete the slice.
     T="python launch/tpu_pod.py --name xfer-v5p --zone us-east5-a"     # add --project P, --queued
     $T create --accelerator v5p-32 --runtime_version v2-alpha-tpuv5 [--spot | --preemptible] [--valid_until 6h]
     $T setup [--fetch_data]                 # this checkout (git-tracked + untracked, not ignored) on every worker
-    $T run --run_name pretrain -- xfer train --config configs/pretrain.py --config.train.out_dir=/mnt/shared/run
+    $T run --run_name pretrain -- xfer train --config configs/pretrain.py --config.train.out_dir=gs://BUCKET/runs/pt
     $T logs --run_name pretrain [--worker all]
     $T stop --run_name pretrain             # SIGTERM everywhere: the trainer saves, then exits; waits for it
     $T delete
@@ -16,7 +16,8 @@ Every worker runs the same command with XFER_DISTRIBUTED=auto, so `xfer train` c
 slice is a queued resource (the way to get large or spot capacity): `create` waits until it is ACTIVE and
 `delete` removes the request and its nodes. Processes run detached (setsid nohup) with their output in
 ~/xfer_runs/RUN.log on each worker, so a dropped SSH connection does not kill training; `logs` follows
-worker 0's log until the process exits. Checkpoints must go to storage every worker sees (see docs/scale.md).
+worker 0's log until the process exits. Checkpoints, data and exports live in a gs:// bucket every worker
+reads (the VM's service account needs access to it; docs/scale.md, "Runs in a bucket").
 """
 from __future__ import annotations
 
