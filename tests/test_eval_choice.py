@@ -149,6 +149,7 @@ def learnable_exam(root: pathlib.Path) -> None:
     write_csv(root / "val" / "misc_val.csv", rows, CEVAL_HEADER)
 
 
+@pytest.mark.slow  # trains a model (15 s); scoring is checked by test_scores_equal_the_full_forward_pass, test_real_mmlu_end_to_end
 def test_a_trained_tiny_model_beats_chance(pretrain_config, tmp_path):
     learnable_exam(tmp_path / "exam")
     exam = exams.read_exam("ceval", tmp_path / "exam", shots=0)
