@@ -228,6 +228,9 @@ CASES += [
          "--config.train.lr_typo: configs/pretrain.py has no key 'train.lr_typo'; did you mean --config.optim.lr", ("run",)),
     Case("study-config-key-typo-default-config", lambda tmp_path, request: {"out": tmp_path / "study"},
          ("study", "--out", "{out}", "--config.nope=1"), "study_toy.py has no key 'nope'", ("out",)),
+    Case("demo-run-dir-in-a-bucket", lambda tmp_path, request: {"gs_local": REPO / "gs:"},
+         ("demo", "--out", "gs://bucket/demo"), "'gs://bucket/demo': this must be a local path; write the run "
+         "locally and copy", ("gs_local",)),
     Case("train-every-record-bad", all_bad_records,
          ("train", "--config", "{conf}", "--config.data.tokenizer={tokenizer}", "--config.train.out_dir={run}"),
          "bad.jsonl:1: malformed json", ("bad", "run")),
