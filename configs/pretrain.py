@@ -34,7 +34,7 @@ def get_config(mixture: str = "mixed") -> ml_collections.ConfigDict:
     c.model.scan_layers = True  # False: unrolled layers, fastest on GPU for shallow models, longer compiles
     c.model.fuse_projections = True  # q/k/v and gate/up as one GEMM each; False for MQA on tensor=2 (llama.py)
 
-    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))  # -1: the rest of the devices
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, sequence=1))  # -1: the rest of the devices
     c.rules = [list(r) for r in DEFAULT_RULES]  # logical axis -> mesh axes; decides every sharding
 
     c.data = default_data_config()

@@ -9,8 +9,11 @@ h // (H / K) in its index maps (and accumulates dk/dv over a group); with one kv
 The kernel does not scale the logits: q is multiplied by 1/sqrt(D) first, the reference's scale.
 
 Under a mesh (`jax.set_mesh`, e.g. `Placement.context`) the call runs in `jax.shard_map`: batch split as the
-rules' "batch" axis says, heads as "act_heads" / "act_kv_heads", the sequence whole (the kernel cannot split the
-kv sequence). Off TPU the kernel runs in Pallas interpret mode (slow: tests and CPU checks only).
+rules' "batch" axis says, heads as "act_heads" / "act_kv_heads". The sequence stays whole unless the rules put
+"seq" on a mesh axis of size > 1 (context parallelism, mesh.sequence): then each shard keeps its own queries,
+all-gathers K/V and the kv segment ids over that axis, and runs the kernel whose causal offset is its shard's
+(one kernel per shard index, chosen by `lax.switch`; the kernel's mask is static). The gather's transpose
+reduce-scatters dK/dV. Off TPU the kernel runs in Pallas interpret mode (slow: tests and CPU checks only).
 
 Shapes the kernel cannot serve are named by `unsupported`; `model/attention.py` sends those to the reference
 with one logged line per shape.
@@ -58,10 +61,12 @@ def _interpret() -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _kernel(heads: int, q_len: int, kv_len: int, bq: int, bkv: int, mqa: bool, interpret: bool):
+def _kernel(heads: int, q_len: int, kv_len: int, bq: int, bkv: int, mqa: bool, interpret: bool, offset=None):
     """The kernel for one example of `heads` query heads, built once per shape (the mask's block tables are
-    computed in numpy) and held as concrete arrays, never tracers: cached across traces."""
-    mask = splash_mask.MultiHeadMask([splash_mask.CausalMask((q_len, kv_len), offset=kv_len - q_len)] * heads)
+    computed in numpy) and held as concrete arrays, never tracers: cached across traces. Query row i sees key
+    j iff j <= i + offset (default: the queries are the last `q_len` of the keys)."""
+    offset = kv_len - q_len if offset is None else offset
+    mask = splash_mask.MultiHeadMask([splash_mask.CausalMask((q_len, kv_len), offset=offset)] * heads)
     sizes = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq, block_kv_dkv=bkv,
                               block_kv_dkv_compute=bkv, block_q_dq=bq, block_kv_dq=bkv)
     make = splash.make_splash_mqa_single_device if mqa else splash.make_splash_mha_single_device
@@ -69,12 +74,13 @@ def _kernel(heads: int, q_len: int, kv_len: int, bq: int, bkv: int, mqa: bool, i
         return make(mask, block_sizes=sizes, interpret=interpret)
 
 
-def _local(q, k, v, segment_ids, block: int):
-    """The kernel on arrays held whole (one device, or one shard inside shard_map)."""
+def _local(q, k, v, segment_ids, block: int, offset=None, q_segment_ids=None):
+    """The kernel on arrays held whole (one device, or one shard inside shard_map). With `q_segment_ids` the
+    queries' segment ids are given apart from the keys' (`segment_ids`), as under context parallelism."""
     b, t, h, d = q.shape
     s, kv = k.shape[1], k.shape[2]
     mqa = kv == 1
-    kernel = _kernel(h, t, s, *block_sizes_for(t, s, block), mqa, _interpret())
+    kernel = _kernel(h, t, s, *block_sizes_for(t, s, block), mqa, _interpret(), offset)
     q = (q * jnp.asarray(1.0 / math.sqrt(d), q.dtype)).transpose(0, 2, 1, 3)  # [B, H, T, D]
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, D]
     if mqa:
@@ -83,7 +89,8 @@ def _local(q, k, v, segment_ids, block: int):
         out = jax.vmap(kernel)(q, k, v)
     else:
         seg = segment_ids.astype(jnp.int32)
-        ids = splash.SegmentIds(q=seg[:, s - t:], kv=seg)
+        q_seg = seg[:, s - t:] if q_segment_ids is None else q_segment_ids.astype(jnp.int32)
+        ids = splash.SegmentIds(q=q_seg, kv=seg)
         out = jax.vmap(lambda q, k, v, ids: kernel(q, k, v, segment_ids=ids))(q, k, v, ids)
     return out.transpose(0, 2, 1, 3)  # [B, T, H, D]
 
@@ -107,7 +114,52 @@ def splash_attention(q, k, v, segment_ids, *, block_size: int = DEFAULT_BLOCK):
     if mesh.empty or math.prod(mesh.shape.values()) == 1:
         return _local(q, k, v, segment_ids, block_size)
     q_spec, k_spec, seg_spec = _specs(q.shape, k.shape, dict(mesh.shape))
+    seq_axes = _sequence_axes(q.shape, k.shape, dict(mesh.shape), block_size)
+    if seq_axes:
+        return _context_parallel(q, k, v, segment_ids, mesh, q_spec, k_spec, seq_axes, block_size)
     body = functools.partial(_local, block=block_size)
+    if segment_ids is None:
+        fn = jax.shard_map(lambda q, k, v: body(q, k, v, None), mesh=mesh, in_specs=(q_spec, k_spec, k_spec),
+                           out_specs=q_spec, check_vma=False)
+        return fn(q, k, v)
+    fn = jax.shard_map(body, mesh=mesh, in_specs=(q_spec, k_spec, k_spec, seg_spec), out_specs=q_spec,
+                       check_vma=False)
+    return fn(q, k, v, segment_ids)
+
+
+def _sequence_axes(q_shape, k_shape, mesh_shape: dict, block: int) -> tuple[str, ...]:
+    """The mesh axes the rules split "seq" over, when context parallelism applies: self-attention (T == S)
+    whose per-shard query length the kernel can tile; else () and the sequence is gathered whole."""
+    spec = spec_for(("batch", "seq"), (q_shape[0], q_shape[1]), mesh_shape)
+    axes = spec[1]
+    if axes is None or q_shape[1] != k_shape[1]:
+        return ()
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    local = q_shape[1] // math.prod(mesh_shape[a] for a in axes)
+    if unsupported((q_shape[0], local) + tuple(q_shape[2:]), k_shape, block):
+        return ()
+    return axes
+
+
+def _context_parallel(q, k, v, segment_ids, mesh, q_spec, k_spec, seq_axes, block: int):
+    """Queries split over `seq_axes`; K/V (and kv segment ids) all-gathered inside shard_map; shard i's
+    queries start at global position i * local length, its kernel's causal offset."""
+    n = math.prod(mesh.shape[a] for a in seq_axes)
+    local = q.shape[1] // n
+    seq = seq_axes[0] if len(seq_axes) == 1 else seq_axes
+    q_spec = PartitionSpec(q_spec[0], seq, q_spec[2], None)
+    k_spec = PartitionSpec(k_spec[0], seq, k_spec[2], None)
+    seg_spec = PartitionSpec(q_spec[0], seq)
+
+    def body(q, k, v, seg):
+        gather = functools.partial(jax.lax.all_gather, axis_name=seq_axes, axis=1, tiled=True)
+        k, v = gather(k), gather(v)
+        kv_seg = None if seg is None else gather(seg)
+        index = jax.lax.axis_index(seq_axes)
+        branches = [functools.partial(_local, block=block, offset=i * local, q_segment_ids=seg)
+                    for i in range(n)]
+        return jax.lax.switch(index, [lambda q, k, v, s, f=f: f(q, k, v, s) for f in branches], q, k, v, kv_seg)
+
     if segment_ids is None:
         fn = jax.shard_map(lambda q, k, v: body(q, k, v, None), mesh=mesh, in_specs=(q_spec, k_spec, k_spec),
                            out_specs=q_spec, check_vma=False)

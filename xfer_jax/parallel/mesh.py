@@ -1,4 +1,7 @@
-"""The one mesh builder: axes (data, fsdp, tensor) from config, -1 meaning "the rest of the devices".
+"""The one mesh builder: axes (data, fsdp, tensor, sequence) from config, -1 meaning "the rest of the devices".
+
+`sequence` is context parallelism: the activations' sequence dimension split over it (rules.py "seq"). It comes
+last so that a (data, fsdp, tensor) tuple still zips onto the first three axes (perf/sweep.py).
 
 Sizes are checked before anything compiles, with a message that says what to change.
 """
@@ -9,7 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "tensor", "sequence")
 
 
 def parse_axis_sizes(text: str) -> dict[str, int]:

@@ -3,7 +3,8 @@
 Model code names the axes of each parameter ("embed", "mlp", ...) and of each activation ("batch", "act_mlp",
 ...). A rules table maps each logical name to a mesh axis, a tuple of mesh axes, or None (replicated). The
 table lives in config (`config.mesh.rules`); `DEFAULT_RULES` is FSDP over `fsdp`, tensor parallelism over
-`tensor`, data parallelism over `data` (+ `fsdp`) for the batch.
+`tensor`, data parallelism over `data` (+ `fsdp`) for the batch, context parallelism over `sequence` for the
+activations' (and batch arrays') sequence dimension.
 
 A dimension whose size the chosen mesh axes do not divide is replicated instead (e.g. a 49,953-row
 vocabulary on tensor=2); `spec_for` does that one decision, so parameters and activations agree.
@@ -20,7 +21,7 @@ Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 DEFAULT_RULES: tuple = (
     # activations
     ("batch", ("data", "fsdp")),
-    ("seq", None),
+    ("seq", "sequence"),  # context parallelism; a no-op while mesh.sequence is 1
     ("act_embed", None),
     ("act_heads", "tensor"),
     ("act_kv_heads", "tensor"),

@@ -52,7 +52,7 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab_size", type=int, default=0, help="0: the shape's own (llama3_1_8b: 128,256)")
     add_flag(p, "--batch_size", "--batch", type=int, default=8, help="rows per device")
     add_flag(p, "--seq_len", "--seq", type=int, default=2048)
-    p.add_argument("--mesh", default="fsdp=-1", help="e.g. data=1,fsdp=-1,tensor=1")
+    p.add_argument("--mesh", default="fsdp=-1", help="e.g. data=1,fsdp=-1,tensor=1 (sequence=N: context parallelism)")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--param_dtype", default="float32")
     p.add_argument("--remat", default="none")

@@ -16,16 +16,18 @@ from xfer_jax.parallel.mesh import MESH_AXES
 
 # The names errors use: `xfer train`'s config keys, or the perf verbs' flags.
 TRAIN_KEYS = {"batch_size": "data.batch_size", "seq_len": "data.seq_len", "grad_accum": "train.grad_accum",
-              "steps": "train.steps"}
-FLAG_KEYS = {k: k for k in TRAIN_KEYS}
+              "steps": "train.steps", "sequence": "mesh.sequence"}
+FLAG_KEYS = {**{k: k for k in TRAIN_KEYS}, "sequence": "--mesh sequence"}
 NAN_POLICIES = ("skip", "stop")
 
 
 def check_run(cfg: LlamaConfig, mesh_sizes: Mapping[str, int], *, batch_size: int, seq_len: int, grad_accum: int = 1,
               steps: int = 1, keys: Mapping[str, str] = FLAG_KEYS, model: str = "the model", fix: str = "") -> None:
     """A train step of `batch_size` rows × `seq_len` tokens in `grad_accum` micro-batches on a mesh of
-    `mesh_sizes` (data, fsdp, tensor) can run here; else a one-line ValueError naming the setting (`keys`)."""
+    `mesh_sizes` (data, fsdp, tensor, sequence) can run here; else a one-line ValueError naming the setting (`keys`)."""
     mesh = tuple(int(mesh_sizes.get(a, 1)) for a in MESH_AXES)
+    if mesh[3:] == (1,):
+        mesh = mesh[:3]  # messages name (data, fsdp, tensor) as before the sequence axis, unless it is used
     devices = math.prod(mesh)
     if devices > jax.device_count():
         raise ValueError(f"mesh {mesh} needs {devices} devices, {jax.device_count()} are available")
@@ -37,6 +39,10 @@ def check_run(cfg: LlamaConfig, mesh_sizes: Mapping[str, int], *, batch_size: in
     if batch_size % (dp * grad_accum):
         raise ValueError(f"{keys['batch_size']} {batch_size} is not divisible by data × fsdp × "
                          f"{keys['grad_accum']} = {dp} × {grad_accum}{suffix}")
+    sequence = int(mesh_sizes.get("sequence", 1))
+    if seq_len % sequence:
+        raise ValueError(f"{keys['seq_len']} {seq_len} is not divisible by the mesh's sequence axis "
+                         f"({keys.get('sequence', 'sequence')}) {sequence}; choose a multiple of it")
     if seq_len > cfg.max_position_embeddings:
         raise ValueError(f"{keys['seq_len']} {seq_len} exceeds {model}'s max_position_embeddings "
                          f"{cfg.max_position_embeddings}")
