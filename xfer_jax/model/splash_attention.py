@@ -117,7 +117,11 @@ def splash_attention(q, k, v, segment_ids, *, block_size: int = DEFAULT_BLOCK):
     seq_axes = _sequence_axes(q.shape, k.shape, dict(mesh.shape), block_size)
     if seq_axes:
         return _context_parallel(q, k, v, segment_ids, mesh, q_spec, k_spec, seq_axes, block_size)
-    body = functools.partial(_local, block=block_size)
+    return _sharded(functools.partial(_local, block=block_size), mesh, q_spec, k_spec, seg_spec, q, k, v, segment_ids)
+
+
+def _sharded(body, mesh, q_spec, k_spec, seg_spec, q, k, v, segment_ids):
+    """body(q, k, v, segment_ids) per shard under shard_map (segment ids passed only when there are some)."""
     if segment_ids is None:
         fn = jax.shard_map(lambda q, k, v: body(q, k, v, None), mesh=mesh, in_specs=(q_spec, k_spec, k_spec),
                            out_specs=q_spec, check_vma=False)
@@ -160,10 +164,4 @@ def _context_parallel(q, k, v, segment_ids, mesh, q_spec, k_spec, seq_axes, bloc
                     for i in range(n)]
         return jax.lax.switch(index, [lambda q, k, v, s, f=f: f(q, k, v, s) for f in branches], q, k, v, kv_seg)
 
-    if segment_ids is None:
-        fn = jax.shard_map(lambda q, k, v: body(q, k, v, None), mesh=mesh, in_specs=(q_spec, k_spec, k_spec),
-                           out_specs=q_spec, check_vma=False)
-        return fn(q, k, v)
-    fn = jax.shard_map(body, mesh=mesh, in_specs=(q_spec, k_spec, k_spec, seg_spec), out_specs=q_spec,
-                       check_vma=False)
-    return fn(q, k, v, segment_ids)
+    return _sharded(body, mesh, q_spec, k_spec, seg_spec, q, k, v, segment_ids)
