@@ -16,7 +16,6 @@ checkpoint saved on one mesh loads onto any other.
 import json
 import os
 
-import fsspec
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,9 +151,7 @@ def committed_step(ckpt_dir) -> int | None:
     no cross-process barrier — every process of a multi-host run can ask at any time and gets the same answer.
     A step counts once finalised: renamed from its tmp name on disk, holding commit_success.txt on gs://."""
     ckpt_dir = paths.path(ckpt_dir, "checkpoint directory")
-    if paths.is_url(ckpt_dir):  # the client caches listings per process: another process's commit must show
-        for fs in list(fsspec.get_filesystem_class(os.fspath(ckpt_dir).split("://")[0])._cache.values()):
-            fs.invalidate_cache()
+    paths.forget_listings(ckpt_dir)  # another process's commit must show
     steps = ocp.utils.checkpoint_steps(ckpt_dir)
     return max(steps) if steps else None
 

@@ -228,6 +228,14 @@ def check_apart(out: str | os.PathLike, others: dict[str, str | os.PathLike | No
                              f"{what} would delete; choose an output path outside it")
 
 
+def forget_listings(p: epath.Path) -> None:
+    """Drop the store client's cached folder listings (fsspec caches them per process), so what another process
+    committed since is seen; nothing to do on a local disk."""
+    if is_url(p):
+        for fs in list(fsspec.get_filesystem_class(os.fspath(p).split("://")[0])._cache.values()):
+            fs.invalidate_cache()
+
+
 def list_files(folder: epath.Path) -> list[str]:
     """Every file under `folder`, as paths relative to it (one listing request on an object store)."""
     if not is_url(folder):
