@@ -137,6 +137,16 @@ def all_bad_records(tmp_path, request):
             "tokenizer": request.getfixturevalue("small_tokenizer")}
 
 
+def unruled_sequence_axis(tmp_path, request):
+    """A config from before context parallelism: its rules keep ("seq", None), its mesh asks for sequence=2."""
+    conf = tmp_path / "old_rules.py"
+    conf.write_text("from xfer_jax.config_files import project_config\n\n\ndef get_config():\n"
+                    "    c = project_config('pretrain')\n"
+                    "    c.rules = [[k, None if k == 'seq' else v] for k, v in c.rules]\n"
+                    "    c.mesh.sequence = 2\n    return c\n")
+    return {"conf": conf, "run": tmp_path / "run", "tokenizer": request.getfixturevalue("small_tokenizer")}
+
+
 # ---- convert (export) builders ----
 def _exports(where: pathlib.Path) -> None:
     """A tiny 1-layer checkpoint and its HF export; a LoRA checkpoint on it and its PEFT export (adapter + base)."""
@@ -231,6 +241,9 @@ CASES += [
     Case("demo-run-dir-in-a-bucket", lambda tmp_path, request: {"gs_local": REPO / "gs:"},
          ("demo", "--out", "gs://bucket/demo"), "'gs://bucket/demo': this must be a local path; write the run "
          "locally and copy", ("gs_local",)),
+    Case("train-sequence-axis-without-a-rule", unruled_sequence_axis,
+         ("train", "--config", "{conf}", "--config.data.tokenizer={tokenizer}", "--config.train.out_dir={run}"),
+         "mesh axis 'sequence' has 2 devices but no entry of the sharding rules (config rules) maps to it", ("run",)),
     Case("train-every-record-bad", all_bad_records,
          ("train", "--config", "{conf}", "--config.data.tokenizer={tokenizer}", "--config.train.out_dir={run}"),
          "bad.jsonl:1: malformed json", ("bad", "run")),

@@ -4,7 +4,8 @@ Packed rows hold several documents; `segment_ids` (0 = padding, 1.. = document) 
 own document. `IMPLS` maps the config's `attention` name to a kernel with one signature, so faster kernels
 (cuDNN, Pallas) slot in beside the `xla` reference, which materialises the [T, S] scores: exact and simple,
 for tests and small runs, never for long-sequence training. `splash` is the Pallas TPU kernel
-(model/splash_attention.py); `auto` picks by backend (`resolve`).
+(model/splash_attention.py); `auto` (the default) picks by backend (`resolve`). `choose` is the one place that
+decides which kernel serves a call: one that cannot (its shape or dtype limits) falls back to `xla`, logged.
 """
 import logging
 
@@ -59,39 +60,90 @@ def cudnn_attention(q, k, v, segment_ids):
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="cudnn")
 
 
-_FELL_BACK: set = set()  # (q shape, k shape, block) already logged as sent to the reference
-
-
 def splash_attention(q, k, v, segment_ids, block_size: int = splash.DEFAULT_BLOCK):
-    """The Pallas splash kernel (model/splash_attention.py); a shape it cannot serve runs the `xla` reference,
-    logged once per shape."""
-    reason = splash.unsupported(q.shape, k.shape, block_size)
-    if reason is None:
-        return splash.splash_attention(q, k, v, segment_ids, block_size=block_size)
-    key = (tuple(q.shape), tuple(k.shape), block_size)
-    if key not in _FELL_BACK:
-        _FELL_BACK.add(key)
-        logging.getLogger(__name__).warning("attention='splash': %s; q %s, k %s run the xla reference instead",
-                                            reason, tuple(q.shape), tuple(k.shape))
-    return xla_attention(q, k, v, segment_ids)
+    """The Pallas splash kernel (model/splash_attention.py); shapes must pass `splash.unsupported`."""
+    return splash.splash_attention(q, k, v, segment_ids, block_size=block_size)
+
+
+def _cudnn_unsupported(q_shape, k_shape, dtype, block_size, backend) -> str | None:
+    if backend != "gpu":
+        return f"cuDNN attention needs an NVIDIA GPU (the backend is {backend})"
+    if jnp.dtype(dtype).name not in ("bfloat16", "float16"):
+        return f"cuDNN flash attention takes bfloat16 or float16, not {jnp.dtype(dtype).name} (model.dtype)"
+    d, limit = q_shape[-1], 256 if _hopper_or_later() else 128
+    if d > limit or d % 8:
+        return f"head_dim {d}: cuDNN takes a multiple of 8 up to {limit} on this card"
+    return None
+
+
+def _hopper_or_later() -> bool:
+    capability = getattr(jax.devices()[0], "compute_capability", "0")
+    return float(capability) >= 9.0
+
+
+def _splash_unsupported(q_shape, k_shape, dtype, block_size, backend) -> str | None:
+    return splash.unsupported(q_shape, k_shape, block_size)
 
 
 IMPLS = {"xla": xla_attention, "cudnn": cudnn_attention, "splash": splash_attention}
+UNSUPPORTED = {"cudnn": _cudnn_unsupported, "splash": _splash_unsupported}  # why a kernel cannot serve a call
 AUTO = {"gpu": "cudnn", "tpu": "splash"}  # attention="auto" by backend; anything else (CPU) takes "xla"
 
 
 def resolve(impl: str, backend: str | None = None) -> str:
-    """The kernel a config's `attention` names: "auto" → cuDNN on GPU, splash on TPU, xla elsewhere."""
+    """The kernel a config's `attention` asks for: "auto" → cuDNN on GPU, splash on TPU, xla elsewhere."""
     if impl != "auto":
         return impl
     return AUTO.get(backend or jax.default_backend(), "xla")
 
 
+def choose(impl: str, q_shape, k_shape, dtype, *, block_size: int = splash.DEFAULT_BLOCK,
+           backend: str | None = None) -> tuple[str, str | None]:
+    """(the kernel that runs for these shapes, why it is not the one `impl` asks for; None when it is).
+
+    The one decision: a kernel that cannot serve the call (a head_dim, a sequence that is not a multiple of its
+    tile, float32 on cuDNN) hands it to the `xla` reference, and the reason is logged (`attention`) and shown
+    in the run log and `xfer bench` records (`describe`)."""
+    backend = backend or jax.default_backend()
+    wanted = resolve(impl, backend)
+    if wanted not in IMPLS:
+        raise ValueError(f"attention implementation {impl!r} is not available; choose one of {sorted(IMPLS)} or auto")
+    reason = UNSUPPORTED[wanted](q_shape, k_shape, dtype, block_size, backend) if wanted in UNSUPPORTED else None
+    return ("xla", reason) if reason else (wanted, None)
+
+
+def describe(cfg, batch: int, seq: int, backend: str | None = None) -> str:
+    """The kernel a train step of [batch, seq] runs under `cfg`, in words ("auto → cudnn", "cudnn → xla: ...")."""
+    q, k = (batch, seq, cfg.num_heads, cfg.head_dim), (batch, seq, cfg.num_kv_heads, cfg.head_dim)
+    kernel, reason = choose(cfg.attention, q, k, cfg.dtype, block_size=cfg.attention_block_size, backend=backend)
+    asked = resolve(cfg.attention, backend)
+    head = cfg.attention if cfg.attention == asked else f"{cfg.attention} → {asked}"
+    if reason:
+        return f"{head} → xla ({reason})"
+    if kernel == "splash" and (backend or jax.default_backend()) != "tpu":
+        return f"{head} (Pallas interpret mode off TPU: exact but slow)"
+    return head
+
+
+_LOGGED: set = set()  # what `attention` has already said about a (kernel, shapes) call
+
+
+def _say_once(key, message: str) -> None:
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        logging.getLogger(__name__).warning(message)
+
+
 def attention(q, k, v, segment_ids, impl: str = "xla", *, block_size: int = splash.DEFAULT_BLOCK):
     """`block_size`: the splash kernel's q/kv tile (capped to the sequence); the other kernels ignore it."""
-    impl = resolve(impl)
-    if impl not in IMPLS:
-        raise ValueError(f"attention implementation {impl!r} is not available; choose one of {sorted(IMPLS)}")
-    if impl == "splash":
+    kernel, reason = choose(impl, q.shape, k.shape, q.dtype, block_size=block_size)
+    key = (impl, tuple(q.shape), tuple(k.shape), q.dtype.name, block_size)
+    if reason:
+        _say_once(key, f"attention={impl!r}: {reason}; q {tuple(q.shape)}, k {tuple(k.shape)} run the xla "
+                       f"reference instead")
+    elif kernel == "splash" and jax.default_backend() != "tpu":
+        _say_once(key, "attention='splash' off TPU runs the kernel in Pallas interpret mode: exact but slow "
+                       "(tests and CPU checks); use attention='auto' for this machine's fast kernel")
+    if kernel == "splash":
         return splash_attention(q, k, v, segment_ids, block_size)
-    return IMPLS[impl](q, k, v, segment_ids)
+    return IMPLS[kernel](q, k, v, segment_ids)

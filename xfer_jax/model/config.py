@@ -45,7 +45,7 @@ class LlamaConfig:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     remat: str = "none"
-    attention: str = "xla"
+    attention: str = "auto"  # see ATTENTION_IMPLS; the kernel that runs is logged (attention.choose)
     attention_block_size: int = 512  # attention="splash": q/kv tile, capped to the sequence (multiple of 128)
     decode_attention: str = "xla"
     scan_layers: bool = True

@@ -25,6 +25,8 @@ class Placement:
 
     def __post_init__(self):
         object.__setattr__(self, "rules", tuple(tuple(r) if isinstance(r, list) else r for r in self.rules))
+        if self.mesh is not None:
+            rules_lib.check_mesh_used(dict(self.mesh.shape), self.rules)
 
     @contextlib.contextmanager
     def context(self):

@@ -67,6 +67,22 @@ def _mesh_axes_for(name: str | None, rules: Rules) -> tuple[str, ...]:
     raise KeyError(f"logical axis {name!r} has no entry in the sharding rules; add ({name!r}, <mesh axis or None>)")
 
 
+# The logical axis a mesh axis is for, named in the error when a rules table leaves that mesh axis unused.
+_SUGGEST = {"sequence": ("seq", "sequence"), "tensor": ("act_mlp", "tensor"), "fsdp": ("embed", "fsdp"),
+            "data": ("batch", ("data", "fsdp"))}
+
+
+def check_mesh_used(mesh_shape: dict[str, int], rules: Rules) -> None:
+    """Every mesh axis with more than one device is named by some rule: else its devices would silently hold
+    copies (e.g. mesh.sequence=4 under an older table with ("seq", None) keeps every sequence whole)."""
+    named = {a for _, axes in rules if axes for a in ((axes,) if isinstance(axes, str) else axes)}
+    for axis, size in mesh_shape.items():
+        if size > 1 and axis not in named:
+            raise ValueError(f"mesh axis {axis!r} has {size} devices but no entry of the sharding rules (config "
+                             f"rules) maps to it, so they would only hold copies; add a rule such as "
+                             f"{_SUGGEST.get(axis, ('<logical axis>', axis))!r} or set that axis to 1")
+
+
 def spec_for(names: Sequence[str | None], shape: Sequence[int], mesh_shape: dict[str, int], rules: Rules | None = None) -> PartitionSpec:
     """PartitionSpec for an array whose axes carry `names`, on a mesh with axis sizes `mesh_shape`.
 

@@ -21,6 +21,7 @@ from xfer_jax import checkpoint, paths
 from xfer_jax.errors import Interrupted
 from xfer_jax.data import pipeline
 from xfer_jax.data.tokenizer import Tokenizer
+from xfer_jax.model import attention as attention_lib
 from xfer_jax.parallel import mesh as mesh_lib
 from xfer_jax.parallel.placement import Placement
 from xfer_jax.train import checks, lora_setup, metrics as metrics_lib, setup as setup_lib, step as step_lib
@@ -129,6 +130,7 @@ class Trainer:
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         tokens_per_step = config.data.batch_size * config.data.seq_len
         print(lora_setup.format_report(self.sizes))
+        print(f"attention: {attention_lib.describe(self.cfg, config.data.batch_size, config.data.seq_len)}")
         bar = tqdm(total=total, initial=start_step, desc="train", unit="step", disable=not config.train.progress_bar)
         last = {}
         try:
