@@ -1,6 +1,8 @@
 """Context parallelism: the `sequence` mesh axis splits every batch array's and activation's sequence dimension;
 a tiny model's loss and gradients on (data=2, sequence=4) equal one device's, packed rows included; splash
 attention with the sequence split equals the reference."""
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -105,3 +107,21 @@ def test_splash_with_the_sequence_split_matches_xla(mesh_sizes, heads, kv_heads,
         assert q.sharding.spec[1] == "sequence" and SEQ // mesh.shape["sequence"] == 128
         _compare(q, k, v, segment_ids)
     assert calls, "the context-parallel path was not taken"
+
+
+def test_llama3_at_32k_tokens_plans_and_compiles_on_8_devices(capsys):
+    """Llama-3.1-8B's layer (one of them: compile time does not grow with the scanned depth) at 32,768 tokens on
+    (fsdp=2, sequence=4), splash attention: `xfer bench --compile_only` compiles the real train step on abstract
+    arrays, and the planner's bytes per device are within 25% of the compiler's."""
+    from xfer_jax import cli
+
+    argv = ["bench", "--shape", "llama3_1_8b", "--num_layers", "1", "--batch_size", "1", "--seq_len", "32768",
+            "--mesh", "fsdp=2,sequence=4", "--remat", "full", "--attention", "splash"]
+    assert cli.main([*argv, "--compile_only"]) == 0
+    compiled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert compiled["rows"] == 2 and compiled["mesh"]["sequence"] == 4  # 1 row per device, 4 devices a row
+    assert 0.8 < compiled["plan_total_gb"] / compiled["xla_args_plus_temp_gb"] < 1.25, compiled
+    assert cli.main([*argv, "--plan", "--chip", "v5p"]) == 0
+    planned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert planned["plan_total_gb"] == pytest.approx(compiled["plan_total_gb"], rel=1e-3)
+    assert planned["attention"] == "splash" and planned["plan_fits"] and planned["projected_step_s"] > 0

@@ -1,5 +1,6 @@
 """The memory planner against the real sharded train state on 8 devices, and `xfer sweep` end to end."""
 import importlib.util
+import json
 import pathlib
 
 import jax
@@ -104,3 +105,35 @@ def test_grid_and_mesh_errors():
     assert sorted(sweep.meshes_for([4])) == [(1, 1, 4), (1, 2, 2), (1, 4, 1), (2, 1, 2), (2, 2, 1), (4, 1, 1)]
     row = sweep.run_point(sweep.Point("tiny", (2, 2, 2), 6), sweep.Settings(seq_len=64))
     assert row["status"] == "error: batch_size 6 is not divisible by data × fsdp × grad_accum = 4 × 1"
+
+
+def test_plan_covers_the_sequence_axis_on_a_tpu_slice(tmp_path):
+    """--meshes takes a fourth (sequence) axis and --chip plans for a TPU: splash keeps no [T, S] scores, a
+    point the checks refuse says why, and splitting the sequence 4 ways cuts the activations per device."""
+    out = tmp_path / "plan"
+    argv = ["--plan", "--shapes", "llama3_1_8b", "--batch_sizes", "64", "--seq_len", "32768", "--remat", "full",
+            "--chip", "v5p", "--out", str(out)]
+    assert perf_cli.sweep_main([*argv, "--meshes", "1x64x1x4,1x256x1,16x16x1"]) == 0
+    rows = {r["mesh"]: r for r in sweep.read_csv(out / "sweep.csv")}
+    cp, dp = rows["1x64x1x4"], rows["16x16x1"]
+    assert cp["sequence"] == 4 and cp["status"] == "planned" and cp["plan_fits"] is True
+    assert rows["1x256x1"]["status"] == "error: batch_size 64 is not divisible by data × fsdp × grad_accum = 256 × 1"
+    assert cp["plan_act_gb"] < 0.5 * dp["plan_act_gb"]  # a quarter of each row per device (+ gathered K/V)
+    assert perf_cli.sweep_main([*argv, "--meshes", "1x64x1x4", "--attention", "xla"]) == 0
+    assert sweep.read_csv(out / "sweep.csv")[0]["plan_act_gb"] > 3 * cp["plan_act_gb"]  # one layer's [T/4, T] scores
+
+
+def test_bench_record_names_the_kernel_and_counts_rows_under_context_parallelism(tmp_path, capsys):
+    """`xfer bench` times the real step and appends its JSONL row: `kernel` says what `auto` ran, and on
+    (data=2, sequence=4) the 8 devices hold 2 rows of 128 tokens (--batch_size is rows per device)."""
+    from xfer_jax import cli
+
+    jsonl = tmp_path / "bench.jsonl"
+    jsonl.write_text('{"system": "an earlier row"}')  # kept, and the new row goes on its own line
+    assert cli.main(["bench", "--shape", "tiny", "--seq_len", "128", "--batch_size", "1", "--dtype", "float32",
+                     "--mesh", "data=2,sequence=4", "--steps", "2", "--warmup", "0", "--jsonl", str(jsonl)]) == 0
+    lines = jsonl.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0]) == {"system": "an earlier row"}
+    row = json.loads(lines[1])
+    assert row["attention"] == "auto" and row["kernel"] == "auto → xla" and row["devices"] == 8
+    assert row["tokens_per_s_per_device"] == pytest.approx(2 * 128 / row["step_time_s"] / 8, rel=0.01)

@@ -179,6 +179,17 @@ def write_jsonl(p: str | os.PathLike, records) -> epath.Path:
     return write_text(p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
+def append_jsonl(p: str | os.PathLike, record) -> epath.Path:
+    """Add one JSON line to `p` (created with its folder if absent). A bucket object cannot be appended to, so the
+    file is rewritten whole, atomically: for records written now and then (benchmarks), not every step."""
+    target = path(p)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    kept = target.read_text(encoding="utf-8") if target.exists() else ""
+    if kept and not kept.endswith("\n"):
+        kept += "\n"
+    return write_text(target, kept + json.dumps(record, ensure_ascii=False) + "\n")
+
+
 def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> epath.Path:
     """Copy `src` to `dst` atomically (dst never holds part of src); either may be a URL."""
     with path(src).open("rb") as f_src, open_atomic(dst, "wb") as f_dst:

@@ -8,7 +8,6 @@ peer scripts use, so the comparison table can be regenerated. The flags are in p
 """
 import datetime
 import json
-import pathlib
 import statistics
 import sys
 import time
@@ -16,6 +15,8 @@ import time
 import jax
 import numpy as np
 
+from xfer_jax import paths
+from xfer_jax.model import attention as attention_lib
 from xfer_jax.model.shapes import get_shape
 from xfer_jax.parallel import mesh as mesh_lib
 from xfer_jax.parallel.placement import Placement
@@ -72,37 +73,89 @@ def time_train_step(cfg, placement: Placement, host_batch: dict, *, optim_cfg, g
 
 
 def model_config(args):
-    """The LlamaConfig `xfer bench` times: the shape (its own vocabulary unless --vocab_size) with the run flags."""
+    """The LlamaConfig `xfer bench` times: the shape (its own vocabulary and depth unless --vocab_size /
+    --num_layers) with the run flags."""
     extra = {"vocab_size": args.vocab_size} if args.vocab_size else {}
+    if args.num_layers:
+        extra["num_layers"] = args.num_layers
     return get_shape(args.shape, dtype=args.dtype, param_dtype=args.param_dtype, remat=args.remat,
                      attention=args.attention, max_position_embeddings=max(args.seq_len, 2048),
                      scan_layers=not args.no_scan, fuse_projections=not args.no_fuse, **extra)
 
 
+def global_rows(batch_size: int, mesh_sizes: dict) -> int:
+    """--batch_size is rows per device; the `sequence` axis's devices share each row (context parallelism), so
+    every device holds batch_size × seq_len / sequence tokens."""
+    return batch_size * int(np.prod(list(mesh_sizes.values()))) // mesh_sizes.get("sequence", 1)
+
+
 def plan(args) -> dict:
     """--plan: the point's checks and the memory planner's bytes per device (perf/planner.py), no device touched.
-    A mesh with a -1 axis takes this machine's devices; a mesh of fixed sizes may be any size."""
-    from xfer_jax.perf import planner
+    A mesh with a -1 axis takes this machine's devices; a mesh of fixed sizes may be any size. With --chip the
+    plan is for that accelerator (its backend picks the attention kernel) and adds the step time it projects
+    at --assume_mfu of the chip's peak and whether the plan fits its memory."""
+    from xfer_jax.perf import chips, planner
     from xfer_jax.parallel.rules import DEFAULT_RULES
 
+    chip = chips.get_chip(args.chip) if args.chip else None
     sizes = mesh_lib.parse_axis_sizes(args.mesh)
     count = jax.device_count() if -1 in sizes.values() else int(np.prod(list(sizes.values())))
     mesh_sizes = mesh_lib.resolve_axis_sizes(sizes, count)
     cfg = model_config(args)
-    rows = args.batch_size * count  # rows per device × devices: divisible by any batch axes, as in `run`
+    rows = global_rows(args.batch_size, mesh_sizes)  # divisible by any batch axes, as in `run`
+    checks.check_run(cfg, mesh_sizes, batch_size=rows, seq_len=args.seq_len, steps=args.steps, planned=True)
+    backend = chip.backend if chip else None
     memory = planner.plan_memory(cfg, mesh_sizes, DEFAULT_RULES, batch_size=rows, seq_len=args.seq_len,
-                                 loss_chunk=args.loss_chunk, moment_dtypes=(args.moment_dtype, None))
-    return {"shape": args.shape, "params_b": round(cfg.num_params() / 1e9, 3), "vocab_size": cfg.vocab_size,
-            "rope_type": cfg.rope_type, "mesh": mesh_sizes, "devices": count, "batch": args.batch_size,
-            "seq": args.seq_len, "dtype": cfg.dtype, "param_dtype": cfg.param_dtype, "remat": cfg.remat,
-            **{k: round(v, 2) for k, v in memory.as_row().items()}}
+                                 loss_chunk=args.loss_chunk, moment_dtypes=(args.moment_dtype, None), backend=backend)
+    result = {"shape": args.shape, "params_b": round(cfg.num_params() / 1e9, 3), "vocab_size": cfg.vocab_size,
+              "rope_type": cfg.rope_type, "mesh": mesh_sizes, "devices": count, "batch": args.batch_size,
+              "seq": args.seq_len, "dtype": cfg.dtype, "param_dtype": cfg.param_dtype, "remat": cfg.remat,
+              "attention": attention_lib.describe(cfg, rows, args.seq_len, backend),
+              **{k: round(v, 2) for k, v in memory.as_row().items()}}
+    if chip:
+        step = chips.projected_step_s(cfg.flops_per_token(args.seq_len), rows * args.seq_len, count, chip,
+                                      args.assume_mfu)
+        result.update(chip=chip.name, chip_memory_gb=chip.memory_gb, plan_fits=memory.total / 1e9 <= chip.memory_gb,
+                      assume_mfu=args.assume_mfu, projected_step_s=round(step, 4),
+                      projected_tokens_per_s_per_device=round(rows * args.seq_len / step / count))
+    return result
+
+
+def compile_only(args) -> dict:
+    """--compile_only: lower and compile the real train step for the mesh on abstract arrays (nothing is
+    allocated: any model fits), and set the compiler's memory per device beside the planner's."""
+    from xfer_jax.perf import planner
+
+    mesh = mesh_lib.make_mesh(mesh_lib.parse_axis_sizes(args.mesh))
+    cfg = model_config(args)
+    rows = global_rows(args.batch_size, dict(mesh.shape))
+    checks.check_run(cfg, dict(mesh.shape), batch_size=rows, seq_len=args.seq_len, steps=args.steps)
+    placement = Placement(mesh)
+    optim_cfg = optim.default_optim_config()
+    optim_cfg.moment_dtype = args.moment_dtype
+    built = setup_lib.build(cfg, placement, optim_cfg=optim_cfg, total_steps=args.steps,
+                            batch_shape=(rows, args.seq_len))
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=built.batch_sharding)
+             for k, v in synthetic_batch(rows, args.seq_len, cfg.vocab_size, args.packed).items()}
+    t0 = time.perf_counter()
+    with placement.context():
+        compiled = built.train_step(loss_chunk=args.loss_chunk).lower(built.abstract_state, batch).compile()
+    seconds = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    plan_gb = planner.plan_memory(cfg, dict(mesh.shape), placement.rules, batch_size=rows, seq_len=args.seq_len,
+                                  loss_chunk=args.loss_chunk, moment_dtypes=(args.moment_dtype, None)).total / 1e9
+    xla_gb = None if mem is None else (mem.argument_size_in_bytes + mem.temp_size_in_bytes) / 1e9
+    return {"shape": args.shape, "layers": cfg.num_layers, "mesh": dict(mesh.shape), "rows": rows,
+            "seq": args.seq_len, "attention": attention_lib.describe(cfg, rows, args.seq_len),
+            "compile_s": round(seconds, 1), "xla_args_plus_temp_gb": None if xla_gb is None else round(xla_gb, 3),
+            "plan_total_gb": round(plan_gb, 3)}
 
 
 def run(args) -> dict:
     """One benchmark from the parsed `xfer bench` flags → the JSONL record."""
     mesh = mesh_lib.make_mesh(mesh_lib.parse_axis_sizes(args.mesh))
     cfg = model_config(args)
-    rows = args.batch_size * mesh.size
+    rows = global_rows(args.batch_size, dict(mesh.shape))
     checks.check_run(cfg, dict(mesh.shape), batch_size=rows, seq_len=args.seq_len, steps=args.steps)
     optim_cfg = optim.default_optim_config()
     optim_cfg.moment_dtype = args.moment_dtype
@@ -115,7 +168,8 @@ def run(args) -> dict:
     device = jax.devices()[0]
     return {
         "system": "ours", "shape": args.shape, "card": device.device_kind, "devices": mesh.size,
-        "batch": args.batch_size, "seq": args.seq_len, "tokens_per_s_per_device": round(fig["tokens_per_s_per_device"]),
+        "batch": args.batch_size, "seq": args.seq_len, "attention": args.attention,
+        "kernel": attention_lib.describe(cfg, rows, args.seq_len), "tokens_per_s_per_device": round(fig["tokens_per_s_per_device"]),
         "tflops_per_device": round(fig["tflops_per_device"], 1),
         "mfu": None if fig["mfu"] is None else round(fig["mfu"], 3),
         "peak_mem_gb": round(mem.get("peak_mem_gb", mem.get("host_rss_gb", 0.0)), 1),
@@ -135,9 +189,20 @@ def report(args) -> int:
         result = plan(args)
         print(f"{args.shape} ({result['params_b']}B parameters, vocabulary {result['vocab_size']:,}, rope "
               f"{result['rope_type']}) batch {args.batch_size}x{args.seq_len} per device on {result['devices']} "
-              f"devices {result['mesh']}: planned {result['plan_total_gb']} GB per device (parameters "
-              f"{result['plan_params_gb']}, gradients {result['plan_grads_gb']}, optimizer {result['plan_opt_gb']}, "
-              f"activations {result['plan_act_gb']})")
+              f"devices {result['mesh']}, attention {result['attention']}: planned {result['plan_total_gb']} GB per "
+              f"device (parameters {result['plan_params_gb']}, gradients {result['plan_grads_gb']}, optimizer "
+              f"{result['plan_opt_gb']}, activations {result['plan_act_gb']})")
+        if args.chip:
+            print(f"on {result['devices']} x {result['chip']} ({result['chip_memory_gb']} GB each): "
+                  f"{'fits' if result['plan_fits'] else 'does NOT fit'}; projected {result['projected_step_s']} s/step, "
+                  f"{result['projected_tokens_per_s_per_device']:,} tok/s/device at {result['assume_mfu']:.0%} MFU")
+        print(json.dumps(result))
+        return 0
+    if args.compile_only:
+        result = compile_only(args)
+        print(f"{args.shape} ({result['layers']} layers) {result['rows']}x{result['seq']} on mesh {result['mesh']}, "
+              f"attention {result['attention']}: compiled in {result['compile_s']} s; XLA arguments + temporaries "
+              f"{result['xla_args_plus_temp_gb']} GB per device, planned {result['plan_total_gb']} GB")
         print(json.dumps(result))
         return 0
     result = run(args)
@@ -146,10 +211,7 @@ def report(args) -> int:
           f"{result['step_time_s'] * 1e3:.1f} ms/step | {result['tokens_per_s_per_device']:,} tok/s/dev | "
           f"{result['tflops_per_device']} TFLOP/s/dev | MFU {mfu} | peak {result['peak_mem_gb']} GB | "
           f"compile {result['compile_s']} s | loss {result['loss']:.3f}")
-    if args.jsonl:
-        path = pathlib.Path(args.jsonl)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(json.dumps(result) + "\n")
+    if args.jsonl and jax.process_index() == 0:  # on a pod every worker ran the step; one writes the row
+        paths.append_jsonl(args.jsonl, result)  # a gs:// path works: a pod's row lands in the bucket
     print(json.dumps(result))
     return 0

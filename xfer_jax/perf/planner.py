@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from xfer_jax.model import params as model_params
+from xfer_jax.model import attention as attention_lib, params as model_params
 from xfer_jax.model.config import LlamaConfig
 from xfer_jax.parallel.rules import Rules, spec_for
 
@@ -82,11 +82,12 @@ def _param_elements(cfg: LlamaConfig, mesh_shape, rules, trainable: Mapping | No
 
 
 def activation_bytes(cfg: LlamaConfig, mesh_shape: Mapping[str, int], rules: Rules, batch: int, seq: int,
-                     loss_chunk: int = 0, layer_weight_copies: int = 0) -> int:
+                     loss_chunk: int = 0, layer_weight_copies: int = 0, backend: str | None = None) -> int:
     """Estimated bytes the backward pass keeps alive for one (micro-)batch of [batch, seq] tokens.
 
     layer_weight_copies: bytes of every layer's weights cast to the compute dtype (kept like other
-    intermediates when nothing is rematerialised)."""
+    intermediates when nothing is rematerialised). backend: where it runs ("gpu", "tpu", "cpu"; default this
+    machine's), which decides the kernel `attention` picks (attention.choose) and so whether scores exist."""
     c, f = jnp.dtype(cfg.dtype).itemsize, 4
     norm_copies = 2 if c != f else 1  # RMSNorm: the input upcast to fp32 (unless already fp32), the normalised fp32
     E, F, H, K, D, V = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
@@ -94,10 +95,15 @@ def activation_bytes(cfg: LlamaConfig, mesh_shape: Mapping[str, int], rules: Rul
     G = H // K
     bt = ("batch", "seq")
     scores = ("batch", "act_kv_heads", None, "seq", None)
-    if cfg.attention == "xla":  # the reference kernel materialises [T, S] scores and probabilities
+    kernel, _ = attention_lib.choose(cfg.attention, (batch, seq, H, D), (batch, seq, K, D), cfg.dtype,
+                                     block_size=cfg.attention_block_size, backend=backend)
+    if kernel == "xla":  # the reference kernel materialises [T, S] scores and probabilities
         attention_scores = [("attn", scores, (batch, K, G, seq, seq), f), ("other", scores, (batch, K, G, seq, seq), c)]
-    else:  # fused kernels (cuDNN) keep only the softmax statistics
+    else:  # fused kernels (cuDNN, splash) keep only the softmax statistics
         attention_scores = [("attn", scores[:-1], (batch, K, G, seq), f)]
+    if spec_for(bt, (batch, seq), dict(mesh_shape), rules)[1] is not None:  # context parallelism: every shard
+        # holds (and the backward keeps) K and V for the whole sequence, gathered over the sequence axis
+        attention_scores.append(("attn", ("batch", None, "act_kv_heads", None), (batch, seq, 2 * K, D), c))
     # (kind, logical names, shape, bytes per element): the tensors one decoder layer creates.
     layer = [
         ("other", (*bt, "act_embed"), (batch, seq, E), c),  # normed input
@@ -128,13 +134,14 @@ def activation_bytes(cfg: LlamaConfig, mesh_shape: Mapping[str, int], rules: Rul
 
 def plan_memory(cfg: LlamaConfig, mesh_shape: Mapping[str, int], rules: Rules, *, batch_size: int, seq_len: int,
                 grad_accum: int = 1, loss_chunk: int = 0, moment_dtypes: Sequence[str | None] = ("float32", None),
-                trainable: Mapping | None = None) -> MemoryPlan:
+                trainable: Mapping | None = None, backend: str | None = None) -> MemoryPlan:
     """The plan for one train step.
 
     moment_dtypes: one entry per optimizer moment kept per trainable parameter, None meaning the
         parameter's dtype (AdamW: mu in optim.moment_dtype, nu in the parameter dtype).
     trainable: the train mask (a tree of bools like the params); None trains everything.
     loss_chunk: train.loss_chunk (fp32 logits exist for one chunk of the sequence at a time).
+    backend: the platform planned for (default this machine's): it decides the attention kernel.
     Gradients reach the optimizer in the parameter dtype (train/step.py); with grad_accum > 1 an fp32
     accumulator sits beside them.
     """
@@ -148,6 +155,7 @@ def plan_memory(cfg: LlamaConfig, mesh_shape: Mapping[str, int], rules: Rules, *
         params=sum(elems.values()) * p,
         grads=trained * (p + (4 if grad_accum > 1 else 0)),
         optimizer=trained * moments,
-        activations=activation_bytes(cfg, mesh_shape, rules, batch_size // grad_accum, seq_len, loss_chunk, layer_copies),
+        activations=activation_bytes(cfg, mesh_shape, rules, batch_size // grad_accum, seq_len, loss_chunk, layer_copies,
+                                     backend),
         remat=cfg.remat,
     )

@@ -30,7 +30,7 @@ from xfer_jax.perf import bench, planner
 from xfer_jax.train import checks, metrics as metrics_lib, optim
 
 COLUMNS = (
-    "shape", "params_m", "mesh", "data", "fsdp", "tensor", "devices", "batch_size", "seq_len", "dtype", "param_dtype",
+    "shape", "params_m", "mesh", "data", "fsdp", "tensor", "sequence", "devices", "batch_size", "seq_len", "dtype", "param_dtype",
     "remat", "attention", "status", "compile_s", "step_s", "step_s_min", "tokens_per_s", "tokens_per_s_per_device",
     "tflops_per_device", "mfu", "xla_args_gb", "xla_temp_gb", "device_mem_gb", "device_peak_mem_gb", "host_rss_gb",
     "plan_params_gb", "plan_grads_gb", "plan_opt_gb", "plan_act_gb", "plan_total_gb", "plan_fits", "device_kind",
@@ -40,7 +40,7 @@ COLUMNS = (
 @dataclasses.dataclass(frozen=True)
 class Point:
     shape: str
-    mesh: tuple[int, int, int]  # (data, fsdp, tensor)
+    mesh: tuple[int, ...]  # (data, fsdp, tensor[, sequence])
     batch_size: int
 
     @property
@@ -49,7 +49,7 @@ class Point:
 
     @property
     def mesh_sizes(self) -> dict[str, int]:
-        return dict(zip(mesh_lib.MESH_AXES, self.mesh))
+        return {**dict.fromkeys(mesh_lib.MESH_AXES, 1), **dict(zip(mesh_lib.MESH_AXES, self.mesh))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,22 +60,24 @@ class Settings:
     dtype: str = "bfloat16"
     param_dtype: str = "float32"
     remat: str = "none"
-    attention: str = "xla"
+    attention: str = "auto"
     vocab_size: int = 0  # 0: the shape's own
     grad_accum: int = 1
     loss_chunk: int = 0
     steps: int = 5
     warmup: int = 2
     device_memory_gb: float = 0.0  # 0: the device's own limit where it reports one
+    backend: str | None = None  # the platform a plan is for (perf/chips.py); None: this machine's
     rules: tuple = rules_lib.DEFAULT_RULES
     optim: ml_collections.ConfigDict = dataclasses.field(default_factory=optim.default_optim_config)
 
 
-def parse_mesh(text: str) -> tuple[int, int, int]:
-    """'2x4x1' → (data=2, fsdp=4, tensor=1)."""
+def parse_mesh(text: str) -> tuple[int, ...]:
+    """'2x4x1' → (data=2, fsdp=4, tensor=1); '2x1x1x4' adds sequence=4 (context parallelism)."""
     parts = text.lower().split("x")
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"mesh {text!r}: write data x fsdp x tensor as positive integers, e.g. 2x4x1")
+    if len(parts) not in (3, 4) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"mesh {text!r}: write data x fsdp x tensor [x sequence] as positive integers, e.g. 2x4x1 "
+                         f"or 2x1x1x4")
     return tuple(int(p) for p in parts)
 
 
@@ -107,17 +109,19 @@ def plan_row(point: Point, s: Settings, limit_gb: float | None) -> dict:
     cfg = model_config(point.shape, s)
     plan = planner.plan_memory(cfg, point.mesh_sizes, s.rules, batch_size=point.batch_size, seq_len=s.seq_len,
                                grad_accum=s.grad_accum, loss_chunk=s.loss_chunk,
-                               moment_dtypes=(s.optim.moment_dtype, None))  # AdamW: mu, nu (optim.make_optimizer)
+                               moment_dtypes=(s.optim.moment_dtype, None),  # AdamW: mu, nu (optim.make_optimizer)
+                               backend=s.backend)
     return {"shape": point.shape, "params_m": cfg.num_params() / 1e6, "mesh": "x".join(map(str, point.mesh)),
             **point.mesh_sizes, "devices": point.devices, "batch_size": point.batch_size, "seq_len": s.seq_len,
             "dtype": cfg.dtype, "param_dtype": cfg.param_dtype, "remat": cfg.remat, "attention": cfg.attention,
             **plan.as_row(), "plan_fits": None if limit_gb is None else plan.total / 1e9 <= limit_gb}
 
 
-def check_point(point: Point, cfg: LlamaConfig, s: Settings) -> None:
-    """What makes a point impossible, said before anything is allocated (train/checks.py, as `xfer train`)."""
+def check_point(point: Point, cfg: LlamaConfig, s: Settings, planned: bool = False) -> None:
+    """What makes a point impossible, said before anything is allocated (train/checks.py, as `xfer train`);
+    `planned`: on a machine of the mesh's size."""
     checks.check_run(cfg, point.mesh_sizes, batch_size=point.batch_size, seq_len=s.seq_len, grad_accum=s.grad_accum,
-                     steps=s.steps, model=point.shape)
+                     steps=s.steps, model=point.shape, planned=planned)
 
 
 def measure(point: Point, cfg: LlamaConfig, s: Settings) -> dict:
@@ -143,7 +147,12 @@ def measure(point: Point, cfg: LlamaConfig, s: Settings) -> dict:
 def run_point(point: Point, s: Settings, plan_only: bool = False) -> dict:
     row = {c: None for c in COLUMNS}
     if plan_only:
-        return {**row, **plan_row(point, s, s.device_memory_gb or None), "status": "planned"}
+        row.update(plan_row(point, s, s.device_memory_gb or None), status="planned")
+        try:
+            check_point(point, model_config(point.shape, s), s, planned=True)
+        except ValueError as e:
+            row.update(status=f"error: {e}", plan_fits=False)
+        return row
     row.update(plan_row(point, s, device_memory_limit_gb(s)), device_kind=jax.devices()[0].device_kind)
     cfg = model_config(point.shape, s)
     try:

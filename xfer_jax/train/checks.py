@@ -22,16 +22,18 @@ NAN_POLICIES = ("skip", "stop")
 
 
 def check_run(cfg: LlamaConfig, mesh_sizes: Mapping[str, int], *, batch_size: int, seq_len: int, grad_accum: int = 1,
-              steps: int = 1, keys: Mapping[str, str] = FLAG_KEYS, model: str = "the model", fix: str = "") -> None:
+              steps: int = 1, keys: Mapping[str, str] = FLAG_KEYS, model: str = "the model", fix: str = "",
+              planned: bool = False) -> None:
     """A train step of `batch_size` rows × `seq_len` tokens in `grad_accum` micro-batches on a mesh of
-    `mesh_sizes` (data, fsdp, tensor, sequence) can run here; else a one-line ValueError naming the setting (`keys`)."""
+    `mesh_sizes` (data, fsdp, tensor, sequence) can run here (`planned`: on a machine of the mesh's size, not
+    this one); else a one-line ValueError naming the setting (`keys`)."""
     mesh = tuple(int(mesh_sizes.get(a, 1)) for a in MESH_AXES)
     if mesh[3:] == (1,):
         mesh = mesh[:3]  # messages name (data, fsdp, tensor) as before the sequence axis, unless it is used
     devices = math.prod(mesh)
-    if devices > jax.device_count():
+    if not planned and devices > jax.device_count():
         raise ValueError(f"mesh {mesh} needs {devices} devices, {jax.device_count()} are available")
-    if jax.process_count() > 1 and devices != jax.device_count():
+    if not planned and jax.process_count() > 1 and devices != jax.device_count():
         raise ValueError(f"mesh {mesh} uses {devices} of {jax.device_count()} devices; with "
                          f"{jax.process_count()} processes every mesh must span all devices")
     dp = mesh[0] * mesh[1]
