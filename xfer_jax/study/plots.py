@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from xfer_jax.study.training import metrics  # noqa: E402
+from xfer_jax.train.curves import draw_panel  # noqa: E402
 
 
 def loss_curves(runs: dict[str, str], path: pathlib.Path, title: str = "") -> pathlib.Path:
@@ -22,17 +23,8 @@ def loss_curves(runs: dict[str, str], path: pathlib.Path, title: str = "") -> pa
     rows = math.ceil(len(runs) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for ax, (label, run_dir) in zip(axes.flat, runs.items()):
-        records = metrics(run_dir)
-        ax.plot([r["step"] for r in records], [r["loss"] for r in records], label="train", color="#4C72B0")
-        langs = sorted({k.split("/")[1] for r in records for k in r if k.startswith("eval/") and k.endswith("/loss")})
-        for lang, colour in zip(langs, ("#DD8452", "#55A868", "#C44E52")):
-            points = [(r["step"], r[f"eval/{lang}/loss"]) for r in records if f"eval/{lang}/loss" in r]
-            ax.plot(*zip(*points), "o--", label=f"held-out {lang}", color=colour, markersize=4)
+        draw_panel(ax, metrics(run_dir))
         ax.set_title(label, fontsize=10)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss (nats/token)")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(runs):]:
         ax.axis("off")
     return _save(fig, path, title)

@@ -56,7 +56,8 @@ class Trainer:
         try:
             self.manager = checkpoint.manager(self.out / "ckpt", max_to_keep=config.train.keep,
                                               async_save=config.train.async_save)
-            self.writer = metrics_lib.MetricWriter(self.out, resume_step=self.resume_step or 0)
+            self.writer = metrics_lib.MetricWriter(self.out, resume_step=self.resume_step or 0,
+                                                   wandb=config.train.get("wandb"), config_dict=config.to_dict())
         except BaseException:
             self.data.close()
             raise
@@ -147,11 +148,14 @@ class Trainer:
                             f"not applied. Lower optim.lr, inspect the data, or set train.nan_policy='skip'")
                     last = self._record(step, m, seconds, tokens_per_step, int(state["skipped"]), step == start_step + 1)
                     if step % config.train.log_every == 0 or step == total:
-                        if eval_sets and (step % config.train.eval_every == 0 or step == total):
+                        evaluated = eval_sets and (step % config.train.eval_every == 0 or step == total)
+                        if evaluated:
                             last.update(self.evaluate(state["params"], eval_sets, eval_fn))
                         last.update(self.data.metrics())
                         self.writer.write(step, last)
                         tqdm.write(metrics_lib.format_line(step, total, last))
+                        if evaluated or step == total:
+                            self.writer.draw_curves()  # OUT/curves.png: smoothed train loss, held-out points
                     bar.update(1)
                     bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{last['tokens_per_s']:,.0f}")
                     if step % config.train.save_every == 0 or step == total:

@@ -15,6 +15,7 @@ import jax
 
 from xfer_jax import paths
 from xfer_jax.model.config import LlamaConfig
+from xfer_jax.train.curves import write_curves
 
 # Peak dense bf16 FLOP/s per chip, by a substring of jax's device_kind.
 PEAK_FLOPS = (
@@ -62,8 +63,11 @@ class MetricWriter:
     `flush_s` seconds, at each checkpoint save and at close), and TensorBoard writes to a local temporary folder
     whose event files `flush()` uploads. A kill -9 loses at most the records since the last flush."""
 
-    def __init__(self, out_dir: paths.Path, resume_step: int = 0, flush_s: float = 30.0):
+    def __init__(self, out_dir: paths.Path, resume_step: int = 0, flush_s: float = 30.0, wandb=None,
+                 config_dict: dict | None = None):
+        """`wandb`: the train.wandb settings (train/wandb_log.py); mode "offline"/"online" mirrors every record."""
         self.enabled = jax.process_index() == 0
+        self._wandb = None
         if not self.enabled:
             return
         self.remote, self.flush_s, self._flushed_at = paths.is_url(out_dir), flush_s, time.monotonic()
@@ -74,6 +78,7 @@ class MetricWriter:
             kept = "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
                            if _logged_step(line) <= resume_step)
             paths.write_text(path, kept)
+        self._records = [json.loads(line) for line in kept.splitlines() if line.strip()]  # for curves.png
         if self.remote:
             self._lines, self._jsonl = [kept], None
         else:
@@ -85,14 +90,21 @@ class MetricWriter:
         self._tb_local = tempfile.mkdtemp(prefix="xfer-tb-") if self.remote else str(self._tb_out)
         self._tb = SummaryWriter(self._tb_local, purge_step=purge)
         self._uploaded: dict[str, int] = {}
+        if wandb is not None and wandb.mode != "disabled":
+            from xfer_jax.train.wandb_log import WandbSink
+
+            self._wandb = WandbSink(wandb, out_dir, config_dict or {})
 
     def write(self, step: int, record: dict) -> None:
         if not self.enabled:
             return
         line = json.dumps({"step": step, **record}) + "\n"
+        self._records.append({"step": step, **record})
         for key, value in record.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log(step, record)
         if not self.remote:
             self._jsonl.write(line)
             self._jsonl.flush()
@@ -100,6 +112,11 @@ class MetricWriter:
         self._lines.append(line)
         if time.monotonic() - self._flushed_at >= self.flush_s:
             self.flush()
+
+    def draw_curves(self) -> None:
+        """OUT/curves.png from every record so far (train/curves.py)."""
+        if self.enabled:
+            write_curves(self._records, self._path.parent / "curves.png", title=str(self._path.parent.name))
 
     def flush(self) -> None:
         """In a bucket: rewrite metrics.jsonl whole and upload the event files that grew (one object each)."""
@@ -117,6 +134,9 @@ class MetricWriter:
     def close(self) -> None:
         if not self.enabled:
             return
+        if self._wandb is not None:
+            self._wandb.close()
+            self._wandb = None
         if self.remote:
             try:
                 self.flush()
