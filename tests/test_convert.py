@@ -116,10 +116,10 @@ def test_missing_tensor_is_named(hf_dir, tmp_path, capsys):
 
 def test_unsupported_architecture_is_named(hf_dir, tmp_path, capsys):
     config = json.loads((hf_dir / "config.json").read_text())
-    config.update(model_type="mistral", architectures=["MistralForCausalLM"])
+    config.update(model_type="gemma", architectures=["GemmaForCausalLM"])  # mistral, qwen2, qwen3 import now
     (hf_dir / "config.json").write_text(json.dumps(config))
     err = _convert_error(capsys, hf_dir, tmp_path)
-    assert "config.json" in err and "MistralForCausalLM" in err
+    assert "config.json" in err and "GemmaForCausalLM" in err
 
 
 def test_checkpoint_shape_mismatch_is_named(hf_dir, tmp_path):

@@ -12,7 +12,8 @@ import transformers
 from hf_helpers import LLAMA3_ROPE, hf_logits, tiny_hf_model
 from xfer_jax import cli, forward
 from xfer_jax.convert import hf
-from xfer_jax.model.config import HF_HARMLESS, LlamaConfig
+from xfer_jax.model.config import LlamaConfig
+from xfer_jax.model.hf_config import HF_HARMLESS
 
 QUIET = dict(log=lambda *_: None)
 YARN_ROPE = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}

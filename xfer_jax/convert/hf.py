@@ -1,4 +1,4 @@
-"""Hugging Face LLaMA directories ⇄ xfer_jax checkpoints, tensor by tensor.
+"""Hugging Face LLaMA, Mistral, Qwen2 and Qwen3 directories ⇄ xfer_jax checkpoints, tensor by tensor.
 
 HF stores each linear layer as [out, in] per layer; we store [in, ..., out] with all layers stacked. The
 family table (`xfer_jax.model.family`) says, for every parameter, which HF tensor it is and how many leading
@@ -32,8 +32,11 @@ IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 
 
-# n_in: how many of our leading axes are the matmul's input (family.Param.n_in); None: HF's layout is ours.
+# n_in: how many of our leading axes are the matmul's input (family.Param.n_in); None: HF's layout is ours;
+# 0 (a bias): HF's is the flat [out] vector.
 def hf_shape(ours: tuple[int, ...], n_in: int | None) -> tuple[int, ...]:
+    if n_in == 0:
+        return (math.prod(ours),)
     return ours if n_in is None else (math.prod(ours[n_in:]), math.prod(ours[:n_in]))
 
 
@@ -42,6 +45,8 @@ def to_ours(hf: np.ndarray, ours_shape: tuple[int, ...], n_in: int | None) -> np
 
 
 def to_hf(ours: np.ndarray, n_in: int | None) -> np.ndarray:
+    if n_in == 0:
+        return ours.reshape(-1)
     return ours if n_in is None else ours.reshape(math.prod(ours.shape[:n_in]), -1).T
 
 
@@ -174,7 +179,7 @@ def check_tensors(weights: HFWeights, cfg: LlamaConfig, plan) -> None:
                          f"config.json says num_hidden_layers={cfg.num_layers}, tie_word_embeddings={cfg.tie_word_embeddings}")
     if extra:
         raise ValueError(f"{weights.dir}: {len(extra)} unexpected tensor(s), e.g. {extra[:5]}; "
-                         f"is this a LlamaForCausalLM with {cfg.num_layers} layers?")
+                         f"is this a {cfg.to_hf()['architectures'][0]} with {cfg.num_layers} layers?")
     for name, want in expected.items():
         have = weights.shape(name)
         if have != want:
@@ -250,7 +255,7 @@ def orbax_to_hf(ckpt_dir, out_dir, *, dtype: str | None = None, step: int | None
                 log=print) -> paths.Path:
     """Export an xfer_jax checkpoint as an HF directory that transformers loads (weights, config, tokenizer).
 
-    LoRA adapters have no place in a LlamaForCausalLM: `merge_lora` writes W + (alpha/r)·A·B; without it a
+    LoRA adapters have no place in a plain *ForCausalLM: `merge_lora` writes W + (alpha/r)·A·B; without it a
     checkpoint that carries adapters is refused (xfer_jax.convert.peft exports them in PEFT's format).
     A non-empty `out_dir` is refused unless `overwrite`: files of an earlier export beside the new ones would be
     what transformers loads (model.safetensors wins over a new index). Checked first, before the slow load.
@@ -262,9 +267,9 @@ def orbax_to_hf(ckpt_dir, out_dir, *, dtype: str | None = None, step: int | None
         if not merge_lora:
             raise ValueError(
                 f"{ckpt_dir} carries LoRA adapters (rank {cfg.lora_rank}, alpha {cfg.lora_alpha}, on "
-                f"{', '.join(cfg.lora_targets)}), which a Hugging Face LlamaForCausalLM cannot hold: pass --merge_lora "
-                f"to write merged full weights, or export the adapters in PEFT format with `xfer convert orbax-to-peft "
-                f"--ckpt {ckpt_dir} --out ADAPTER_DIR --base_out BASE_DIR`")
+                f"{', '.join(cfg.lora_targets)}), which a Hugging Face {cfg.to_hf()['architectures'][0]} cannot "
+                f"hold: pass --merge_lora to write merged full weights, or export the adapters in PEFT format with "
+                f"`xfer convert orbax-to-peft --ckpt {ckpt_dir} --out ADAPTER_DIR --base_out BASE_DIR`")
         log(f"merging the rank-{cfg.lora_rank} LoRA adapters into {', '.join(cfg.lora_targets)}")
         cfg, params = lora_params.merge(cfg, params)
         params = jax.tree.map(np.asarray, params)

@@ -1,7 +1,9 @@
-"""LLaMA 1/2/3 in Flax NNX: RMSNorm, rotary embeddings (plain or Llama-3.1-scaled), SwiGLU, grouped-query attention.
+"""LLaMA 1/2/3, Mistral, Qwen2 and Qwen3 in Flax NNX: RMSNorm, rotary embeddings (plain or Llama-3.1-scaled),
+SwiGLU, grouped-query attention; Qwen2's q/k/v biases and Qwen3's per-head q/k RMSNorm (`_attention_inputs`).
 
 Parameter names follow Hugging Face's (`embed_tokens`, `layers.q_proj`, ...), so conversion is a table,
-not a puzzle: every parameter's shape, axes and HF name is a row of `family.LLAMA`. q/k projections keep HF's rotate-half RoPE layout: no permutation on import or export.
+not a puzzle: every parameter's shape, axes and HF name is a row of the family's table (`family.table`). q/k
+projections keep HF's rotate-half RoPE layout: no permutation on import or export.
 Every decoder-layer parameter is stacked on a leading `layers` axis and the layers run under `lax.scan`,
 so compile time does not grow with depth. Each parameter carries its logical axis names in the
 `logical_axes` metadata; `xfer_jax.parallel.rules` turns them into shardings.
@@ -30,10 +32,10 @@ _REMAT = {
 
 
 def _param(rngs: nnx.Rngs, cfg: LlamaConfig, row: family.Param) -> nnx.Param:
-    """A parameter as HF initialises it: norms at 1, everything else normal(initializer_range)."""
+    """A parameter as HF initialises it: norms at 1, biases at 0, everything else normal(initializer_range)."""
     shape, dtype = row.shape(cfg), jnp.dtype(cfg.param_dtype)
-    if row.kind == "norm":
-        value = jnp.ones(shape, dtype)
+    if row.kind in ("norm", "bias"):
+        value = (jnp.ones if row.kind == "norm" else jnp.zeros)(shape, dtype)
     else:
         value = cfg.initializer_range * jax.random.normal(rngs.params(), shape, dtype)
     return nnx.Param(value, logical_axes=row.axes)
@@ -102,6 +104,16 @@ def _scaled(y: jax.Array, factor: jax.Array | None) -> jax.Array:
     return y if factor is None else (y * factor.reshape(factor.shape + (1,) * (y.ndim - 2))).astype(y.dtype)
 
 
+def _attention_inputs(cfg: LlamaConfig, w: dict, q, k, v):
+    """Qwen2's q/k/v biases (after the projection and its folded-norm factor) and Qwen3's RMSNorm over each q and k
+    head (after that, before RoPE), as transformers orders them."""
+    if cfg.qkv_bias:
+        q, k, v = (y + w[f"{name}_bias"].astype(y.dtype) for y, name in zip((q, k, v), ("q_proj", "k_proj", "v_proj")))
+    if cfg.qk_norm:
+        q, k = rms_norm(q, w["q_norm"], cfg.rms_norm_eps), rms_norm(k, w["k_norm"], cfg.rms_norm_eps)
+    return q, k, v
+
+
 def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segment_ids, key=None, cache=None):
     """One pre-norm LLaMA layer on x [B, T, E]; `w` holds this layer's (unstacked) weights and adapters.
 
@@ -128,6 +140,9 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
         v = constrain(proj("v_proj", h), ("batch", "seq", "act_kv_heads", None))
         queries = q.reshape(*q.shape[:2], cfg.num_kv_heads, -1, cfg.head_dim)
     q, k, v = _scaled(q, factor), _scaled(k, factor), _scaled(v, factor)
+    if cfg.qkv_bias or cfg.qk_norm:  # the kernel below would miss them on the raw queries: hand it these
+        q, k, v = _attention_inputs(cfg, w, q, k, v)
+        queries, factor = q.reshape(*q.shape[:2], cfg.num_kv_heads, groups, cfg.head_dim), None
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is None:
         attn = attention(q, k, v, segment_ids, cfg.attention, block_size=cfg.attention_block_size)
@@ -261,7 +276,7 @@ def fuse_projections(cfg: LlamaConfig, weights: dict) -> dict:
 
 
 class Llama(nnx.Module):
-    """LlamaForCausalLM: tokens [B, T] -> logits [B, T, V] (fp32)."""
+    """LlamaForCausalLM (and Mistral/Qwen2/Qwen3ForCausalLM, by cfg.family): tokens [B, T] -> logits [B, T, V] (fp32)."""
 
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg

@@ -68,7 +68,8 @@ def fold_norms(cfg: LlamaConfig, layers: dict) -> dict:
     `decoder_layer` then runs the projection on x itself and scales its output by the per-token factor, which XLA
     fuses into the next kernel: a decoding step loses two elementwise kernels a layer. Multiplied in fp32, stored
     in each matrix's dtype. Which matrices read which norm is the family table's `norm` column; their LoRA A
-    matrices are folded too (the adapter path is linear)."""
+    matrices are folded too (the adapter path is linear). Qwen3's q_norm/k_norm normalise a projection's output
+    per head, which no matrix can absorb: no row points at them, so they stay (and run after the factor)."""
     layers = dict(layers)
     for norm, names in family.norm_folds(cfg).items():
         gain = layers.pop(norm).astype(jnp.float32)  # [L, E]

@@ -1,4 +1,5 @@
-"""Known LLaMA shapes by name: the models of the study (PAPER.md), Llama 3.x, TinyLlama, and tiny test shapes.
+"""Known shapes by name: the models of the study (PAPER.md), Llama 3.x, TinyLlama, Qwen2.5, Qwen3, Mistral-7B-v0.3,
+and tiny test shapes.
 
 `configs/models.py` exposes them to ml_collections configs; `get_shape(name)` is the one lookup.
 """
@@ -50,6 +51,44 @@ SHAPES.update({
 SHAPES["chinese_llama_7b"] = dict(SHAPES["llama_7b"], vocab_size=49953)
 SHAPES["chinese_llama2_7b"] = dict(SHAPES["llama2_7b"], vocab_size=55296)
 SHAPES["open_chinese_llama_7b"] = dict(SHAPES["llama_7b"])
+
+# Qwen2.5 and Qwen3 (dense), as Qwen's config.json files on the Hub give them: theta 1,000,000; vocab 151,936
+# (Qwen2.5 from 7B on: 152,064); embeddings tied up to 3B (Qwen2.5) / 4B (Qwen3). Qwen3's head_dim is 128
+# whatever hidden_size / heads is. Ids: <|endoftext|> 151643 starts (and ends a Qwen2.5 base text), <|im_end|>
+# 151645 ends a Qwen3 (hybrid-thinking, chat-tuned) turn.
+_QWEN = dict(vocab_size=151936, rope_theta=1000000.0, rms_norm_eps=1e-6, bos_token_id=151643, eos_token_id=151643)
+_QWEN2_5 = dict(_QWEN, family="qwen2", max_position_embeddings=131072)
+_QWEN2_5_BIG = dict(_QWEN2_5, vocab_size=152064, rms_norm_eps=1e-5)
+_QWEN3 = dict(_QWEN, family="qwen3", head_dim=128, num_kv_heads=8, max_position_embeddings=40960, eos_token_id=151645)
+SHAPES.update({
+    "qwen2_5_0_5b": dict(_QWEN2_5, hidden_size=896, intermediate_size=4864, num_layers=24, num_heads=14, num_kv_heads=2,
+                         max_position_embeddings=32768, tie_word_embeddings=True),
+    "qwen2_5_1_5b": dict(_QWEN2_5, hidden_size=1536, intermediate_size=8960, num_layers=28, num_heads=12,
+                         num_kv_heads=2, tie_word_embeddings=True),
+    "qwen2_5_3b": dict(_QWEN2_5, hidden_size=2048, intermediate_size=11008, num_layers=36, num_heads=16, num_kv_heads=2,
+                       max_position_embeddings=32768, tie_word_embeddings=True),
+    "qwen2_5_7b": dict(_QWEN2_5_BIG, hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28,
+                       num_kv_heads=4, rms_norm_eps=1e-6),
+    "qwen2_5_14b": dict(_QWEN2_5_BIG, hidden_size=5120, intermediate_size=13824, num_layers=48, num_heads=40,
+                        num_kv_heads=8),
+    "qwen2_5_32b": dict(_QWEN2_5_BIG, hidden_size=5120, intermediate_size=27648, num_layers=64, num_heads=40,
+                        num_kv_heads=8),
+    "qwen2_5_72b": dict(_QWEN2_5_BIG, hidden_size=8192, intermediate_size=29568, num_layers=80, num_heads=64,
+                        num_kv_heads=8),
+    "qwen3_0_6b": dict(_QWEN3, hidden_size=1024, intermediate_size=3072, num_layers=28, num_heads=16,
+                       tie_word_embeddings=True),
+    "qwen3_1_7b": dict(_QWEN3, hidden_size=2048, intermediate_size=6144, num_layers=28, num_heads=16,
+                       tie_word_embeddings=True),
+    "qwen3_4b": dict(_QWEN3, hidden_size=2560, intermediate_size=9728, num_layers=36, num_heads=32,
+                     tie_word_embeddings=True),
+    "qwen3_8b": dict(_QWEN3, hidden_size=4096, intermediate_size=12288, num_layers=36, num_heads=32),
+    "qwen3_14b": dict(_QWEN3, hidden_size=5120, intermediate_size=17408, num_layers=40, num_heads=40),
+    "qwen3_32b": dict(_QWEN3, hidden_size=5120, intermediate_size=25600, num_layers=64, num_heads=64),
+    # Mistral-7B-v0.3: LLaMA's math, GQA 8, a 32,768-piece vocabulary, no sliding window (v0.1 had 4,096).
+    "mistral_7b_v0_3": dict(family="mistral", vocab_size=32768, hidden_size=4096, intermediate_size=14336,
+                            num_layers=32, num_heads=32, num_kv_heads=8, max_position_embeddings=32768, rms_norm_eps=1e-5,
+                            rope_theta=1000000.0),
+})
 
 
 def get_shape(name: str, **overrides) -> LlamaConfig:
