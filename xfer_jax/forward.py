@@ -39,12 +39,13 @@ def _logits(params, tokens, positions, segment_ids, *, cfg):
     return model_params.apply(cfg, params, tokens, positions, segment_ids)
 
 
-@functools.partial(jax.jit, static_argnames="cfg")
-def _logprobs(params, tokens, query_pos, query_tok, *, cfg):
+@functools.partial(jax.jit, static_argnames=("cfg", "greedy"))
+def _logprobs(params, tokens, query_pos, query_tok, *, cfg, greedy=False):
     model = model_params.bind(cfg, params)
     picked = jnp.take_along_axis(model.hidden_states(tokens), query_pos[..., None], axis=1)  # [B, K, E]
     logp = jax.nn.log_softmax(model.logits(picked), axis=-1)
-    return jnp.take_along_axis(logp, query_tok[..., None], axis=-1)[..., 0]
+    chosen = jnp.take_along_axis(logp, query_tok[..., None], axis=-1)[..., 0]
+    return (chosen, jnp.argmax(logp, axis=-1) == query_tok) if greedy else chosen
 
 
 @dataclasses.dataclass
@@ -69,13 +70,14 @@ class LoadedModel:
             out = _logits(self.params, *ids, cfg=self.cfg)
         return self.placement.to_host(out)
 
-    def logprobs(self, tokens: np.ndarray, query_pos: np.ndarray, query_tok: np.ndarray) -> np.ndarray:
+    def logprobs(self, tokens: np.ndarray, query_pos: np.ndarray, query_tok: np.ndarray, greedy: bool = False):
         """log p(query_tok[b, k] | tokens[b, :query_pos[b, k] + 1]) as [B, K] float32, the LM head computed only
-        at the queried positions (causal: padding after them changes nothing). Every process holds the rows."""
+        at the queried positions (causal: padding after them changes nothing). Every process holds the rows.
+        `greedy`: (log p, [B, K] bool: is query_tok the most likely token there), lm-eval's `is_greedy`."""
         with self.placement.context():
             out = _logprobs(self.params, *(self.placement.put(np.asarray(a, np.int32))
-                                           for a in (tokens, query_pos, query_tok)), cfg=self.cfg)
-        return self.placement.to_host(out)
+                                           for a in (tokens, query_pos, query_tok)), cfg=self.cfg, greedy=greedy)
+        return tuple(map(self.placement.to_host, out)) if greedy else self.placement.to_host(out)
 
 
 def load(ckpt_dir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None, rules=None, step: int | None = None,

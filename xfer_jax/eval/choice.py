@@ -92,25 +92,30 @@ def rows_of(request: Request) -> list[tuple[list[int], list[int], list[int], int
             for option, c in enumerate(conts)]
 
 
-def score(model: LoadedModel, requests: list[Request], batch_size: int, progress: bool) -> list[np.ndarray]:
-    """Summed log-likelihood of each continuation of each request."""
+def score(model: LoadedModel, requests: list[Request], batch_size: int, progress: bool, greedy: bool = False):
+    """Summed log-likelihood of each continuation of each request; with `greedy`, (sums, flags): is each
+    continuation the model's most likely token at every one of its positions (lm-eval's is_greedy)."""
     rows = [(i, row) for i, r in enumerate(requests) for row in rows_of(r)]
     rows.sort(key=lambda item: len(item[1][0]))  # similar lengths share a batch
     width = max(len(row[1]) for _, row in rows)
     sums = [np.zeros(len(r.continuations)) for r in requests]
+    flags = [np.zeros(len(r.continuations), bool) for r in requests]
     for start in tqdm(range(0, len(rows), batch_size), desc="choice", unit="batch", disable=not progress):
         chunk = rows[start:start + batch_size]
         length = bucket(max(len(row[0]) for _, row in chunk))
         tokens, qpos, qtok = (np.zeros((batch_size, n), np.int32) for n in (length, width, width))
         for b, (_, (toks, pos, tok, _)) in enumerate(chunk):
             tokens[b, :len(toks)], qpos[b, :len(pos)], qtok[b, :len(tok)] = toks, pos, tok
-        logp = model.logprobs(tokens, qpos, qtok)
+        if greedy:
+            logp, best = model.logprobs(tokens, qpos, qtok, greedy=True)
+        else:
+            logp, best = model.logprobs(tokens, qpos, qtok), np.zeros(qpos.shape, bool)
         for b, (i, (_, pos, _, option)) in enumerate(chunk):
             if option is None:
-                sums[i][:] = logp[b, :len(pos)]
+                sums[i][:], flags[i][:] = logp[b, :len(pos)], best[b, :len(pos)]
             else:
-                sums[i][option] = logp[b, :len(pos)].sum()
-    return sums
+                sums[i][option], flags[i][option] = logp[b, :len(pos)].sum(), best[b, :len(pos)].all()
+    return (sums, flags) if greedy else sums
 
 
 def evaluate(model, tokenizer: Tokenizer, exam: Exam, *, shots: int, mode: str = "letter", batch_size: int = 8,

@@ -6,6 +6,7 @@
     xfer eval generate --ckpt ckpts/tuned --prompts prompts.jsonl --template alpaca
     xfer eval codeswitch --generations runs/eval/generate/generations.jsonl --lang zh
     xfer eval judge --generations runs/eval/generate/generations.jsonl --url http://localhost:8000/v1 --model judge
+    xfer eval harness --ckpt ckpts/tuned --tasks my_mc,my_ppl --include_path tasks/ --num_fewshot 5  # lm-eval
 
 `xfer serve` (serve_main) is parsed here too, with the same checkpoint flags; its server is xfer_jax/eval/serve.py.
 """
@@ -17,7 +18,8 @@ from xfer_jax import paths
 from xfer_jax.data.registry import default_cache_root
 from xfer_jax.eval import report
 
-KINDS = ("ppl", "choice", "generate", "codeswitch", "judge")
+KINDS = ("ppl", "choice", "generate", "codeswitch", "judge", "harness")
+LOADS_MODEL = ("ppl", "choice", "generate", "harness")
 
 
 def model_args(p: argparse.ArgumentParser, batch_size: bool = True) -> None:
@@ -39,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
         k = sub.add_parser(kind)
         k.add_argument("--out", default=None, help=f"report folder (default runs/eval/{kind})")
         k.add_argument("--no_progress", action="store_true", help="no progress bars")
-        if kind in ("ppl", "choice", "generate"):
+        if kind in LOADS_MODEL:
             model_args(k)
     ppl = sub.choices["ppl"]
     ppl.add_argument("--baseline", help="a second checkpoint: report its numbers and the deltas (English retention)")
@@ -96,6 +98,16 @@ def parser() -> argparse.ArgumentParser:
     judge.add_argument("--max_tokens", type=int, default=256)
     judge.add_argument("--allow_malformed", action="store_true",
                        help="exit 0 even when some judgments were rejected (they are still reported)")
+    harness = sub.choices["harness"]  # EleutherAI lm-eval-harness (pip install -e .[harness]): eval/harness.py
+    harness.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
+    harness.add_argument("--include_path", help="folder of task YAML files (local tasks: dataset_path: json ...)")
+    harness.add_argument("--no_builtin_tasks", action="store_true", help="only the --include_path tasks (faster)")
+    harness.add_argument("--num_fewshot", type=int, help="shots (default: each task's own)")
+    harness.add_argument("--limit", type=float, help="documents per task (below 1: a fraction)")
+    harness.add_argument("--max_length", type=int, help="window in tokens (default: the model's)")
+    harness.add_argument("--max_gen_toks", type=int, default=256, help="new tokens when a task does not say")
+    harness.add_argument("--bootstrap_iters", type=int, default=100000, help="stderr resamples (0: none)")
+    harness.add_argument("--seed", type=int, help="lm-eval's random/numpy/torch/few-shot seeds (default: its own)")
     return p
 
 
@@ -173,6 +185,29 @@ def run_generate(args) -> int:
     return 0
 
 
+def run_harness(args) -> int:
+    try:
+        from xfer_jax.eval import harness
+    except ImportError as e:
+        raise ValueError(f"xfer eval harness needs EleutherAI's lm-eval ({e}): pip install -e .[harness]") from None
+    tasks = [t for t in args.tasks.split(",") if t]
+    manager = harness.task_manager(tasks, args.include_path, not args.no_builtin_tasks)
+    limit = int(args.limit) if args.limit and args.limit >= 1 else args.limit  # lm-eval: 0.5 is half, 5 is five
+    model, tokenizer = load_model(args, args.ckpt, args.tokenizer)
+    results = harness.evaluate(model, tokenizer, tasks, include_path=args.include_path, manager=manager,
+                               num_fewshot=args.num_fewshot, limit=limit, batch_size=args.batch_size,
+                               max_length=args.max_length,
+                               max_gen_toks=args.max_gen_toks, bootstrap_iters=args.bootstrap_iters, seed=args.seed,
+                               progress=not args.no_progress)
+    import jax
+
+    if jax.process_index() == 0:
+        out = harness.write(_out(args), results, args.ckpt)
+        print((out / "report.md").read_text())
+        print(f"\nxfer eval harness: lm-eval's results in {out}/results.json, report in {out}/report.md")
+    return 0
+
+
 def _read_jsonl(path, flag: str = "--generations") -> list[dict]:
     records = []
     file = paths.path(path, flag)
@@ -243,12 +278,12 @@ def _write(args, kind, result, markdown, charts, items=None) -> None:
 
 
 RUNNERS = {"ppl": run_ppl, "choice": run_choice, "generate": run_generate, "codeswitch": run_codeswitch,
-           "judge": run_judge}
+           "judge": run_judge, "harness": run_harness}
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    if args.kind in ("ppl", "choice", "generate"):
+    if args.kind in LOADS_MODEL:
         from xfer_jax.parallel.launch import maybe_initialize_distributed
 
         maybe_initialize_distributed()
