@@ -153,26 +153,4 @@ def test_pipeline_metrics_report_the_counts(bad_dir, llama_tokenizer):
     with pytest.raises(BadInputError, match="a.jsonl:2"):
         pipeline.make_train_iterator(cfg)
 
-
-def test_tfds_data_source(tmp_path, docs):
-    """Runs where tensorflow-datasets is installed (no TensorFlow needed): a dataset built as ArrayRecord."""
-    tfds = pytest.importorskip("tensorflow_datasets")
-
-    class XferTfdsProbe(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            for i, text in enumerate(docs[:20] + [" "]):
-                yield i, {"text": text}
-
-    XferTfdsProbe(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
-    issues = InputIssues()
-    spec = SourceSpec(lang="zh", path="xfer_tfds_probe", format="tfds", tfds_data_dir=str(tmp_path))
-    assert sorted(read_all(spec, issues)) == sorted(docs[:20])  # TFDS shuffles records as it writes them
-    assert issues.counts == {"empty_document": 1} and "tfds:xfer_tfds_probe[train] record" in issues.summary()
+# TFDS: tests/test_tfds.py; Hugging Face datasets: tests/test_hf_datasets.py (each builds its dataset once).

@@ -23,7 +23,7 @@ from xfer_jax.data.registry import default_cache_root
 from xfer_jax.data.sources import SourceSpec, specs_from_config
 from xfer_jax.errors import CorpusError, FetchError, run_verb
 
-CASTS = {"float": float, "int": int}
+CASTS = {"float": float, "int": int, "bool": lambda v: {"true": True, "false": False}[v.lower()]}
 
 
 def local_dir(flag: str):

@@ -110,7 +110,7 @@ def _source_dataset(spec, index, data_cfg, builder, issues, seed) -> tuple[grain
         chosen = np.random.default_rng(_source_seed(seed, index, 1)).permutation(len(table))[: spec.max_documents]
     docs = grain.MapDataset.source(Subset(table, process_share(chosen, jax.process_index(), jax.process_count())))
     if len(docs) == 0:
-        raise ValueError(f"source lang={spec.lang!r} path={spec.path!r} has no usable document for process "
+        raise ValueError(f"source lang={spec.lang!r} {spec.label!r} has no usable document for process "
                          f"{jax.process_index()} ({issues.total()} bad records skipped so far"
                          + (f": {issues.reasons()})" if issues.total() else ")"))
     examples = docs.shuffle(seed=_source_seed(seed, index, 2)).repeat().map(builder)

@@ -4,7 +4,8 @@
 bad ones go to the `InputIssues` tally (file and line named) and only the locations of good ones are kept.
 Grain then reads documents by index (global shuffling, exact checkpoints, worker slicing), re-reading and
 re-parsing a record on demand; file handles are opened lazily per process, so tables pickle small.
-Text and JSON files and Parquet are read here; the ArrayRecord-based formats in shards.py. A file in a bucket
+Text and JSON files and Parquet are read here; the ArrayRecord-based formats in shards.py, TFDS in
+tfds_source.py, Hugging Face `datasets` in hf_source.py. A file in a bucket
 (gs://...) is downloaded once into a local copy that the table reads (remote.py says why); issues still name
 its URL.
 """
@@ -21,7 +22,7 @@ import numpy as np
 from xfer_jax.data.issues import BadInputError, BadRecord, InputIssues
 from xfer_jax.data.records import decode_json, decode_utf8, record_parser
 from xfer_jax.data.remote import LocalCopies
-from xfer_jax.data.shards import ArrayRecordTable, TfdsTable, TokenShards
+from xfer_jax.data.shards import ArrayRecordTable, TokenShards
 from xfer_jax.data.sources import SourceSpec, source_files
 
 SEPARATORS = {"line": re.compile(rb"\n"), "blank_line": re.compile(rb"\n(?:[ \t\r\f\v]*\n)+")}
@@ -198,7 +199,18 @@ def open_source(spec: SourceSpec, issues: InputIssues, validate=None):
         return TokenShards(source_files(spec))
     parse, fields = record_parser(spec)
     if spec.format == "tfds":
+        from xfer_jax.data.tfds_source import TfdsTable
+
         return TfdsTable(spec, parse, issues, validate)
+    if spec.format == "hf_dataset":
+        from xfer_jax.data import hf_source
+
+        if not spec.streaming:
+            return hf_source.open_hf_dataset(spec, parse, fields, issues, validate)
+        builder, files = hf_source.files_in_place(spec)
+        if builder == "parquet":
+            return ParquetTable(files, parse, fields, issues, validate)
+        return LineTable(spec, files, parse, issues, validate)
     files = source_files(spec)
     if spec.format == "parquet":
         return ParquetTable(files, parse, fields, issues, validate)

@@ -1,4 +1,4 @@
-"""Readers of ArrayRecord-based sources: ArrayRecord files of text, TFDS datasets, pre-tokenised shards.
+"""Readers of ArrayRecord-based sources: ArrayRecord files of text, pre-tokenised shards (TFDS: tfds_source.py).
 
 Like readers.py, each scans its records once at build time (bad ones counted, good ones indexed) and then
 reads by index; the ArrayRecord readers are opened lazily in each process by Grain's data source. Files in a
@@ -76,38 +76,6 @@ class ArrayRecordTable:
 
     def __getitem__(self, i: int):
         return self._decode(self._source[int(self._keep[i])])
-
-
-class TfdsTable:
-    """A TFDS dataset through `tfds.data_source` (ArrayRecord files; no TensorFlow needed)."""
-
-    def __init__(self, spec: SourceSpec, parse, issues: InputIssues, validate):
-        self._name, self._split, self._data_dir = spec.path, spec.tfds_split, spec.tfds_data_dir or None
-        self._parse, self._source = parse, None
-        keep = array.array("q")
-        for i in range(len(self._records())):
-            where = lambda: f"tfds:{self._name}[{self._split}] record {i}"  # noqa: E731
-            if issues.accepts(parse, self._records()[i], validate, where):
-                keep.append(i)
-        self._keep = np.frombuffer(keep, np.int64)
-
-    def _records(self):
-        if self._source is None:
-            try:
-                import tensorflow_datasets as tfds
-            except ImportError as e:
-                raise ImportError("format 'tfds' needs tensorflow-datasets: pip install tensorflow-datasets") from e
-            self._source = tfds.data_source(self._name, split=self._split, data_dir=self._data_dir)
-        return self._source
-
-    def __len__(self) -> int:
-        return len(self._keep)
-
-    def __getitem__(self, i: int):
-        return self._parse(self._records()[int(self._keep[i])])
-
-    def __getstate__(self):
-        return {**self.__dict__, "_source": None}
 
 
 class TokenShards:

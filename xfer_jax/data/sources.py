@@ -1,7 +1,7 @@
 """Source entries of the data config, and the files they name.
 
-A source is one config dict: a language, a path (file, glob or directory, on disk or in a bucket: gs://...;
-a dataset name for TFDS), a format and mixing options. `SourceSpec.from_config` checks it and names the bad
+A source is one config dict: a language, a path (file, glob or directory, on disk or in a bucket: gs://...),
+or for TFDS a dataset name, a format and mixing options. `SourceSpec.from_config` checks it and names the bad
 key; `source_files` expands the path. Reading the records of each format lives in readers.py and shards.py.
 
 Formats:
@@ -9,7 +9,11 @@ Formats:
   jsonl        JSON lines (or a JSON array file); the document is `text_field`
   parquet      the document is column `text_field`
   array_record records are UTF-8 text, or JSON objects when `text_field` is set
-  tfds         `tfds.data_source(path, split=tfds_split, data_dir=tfds_data_dir)`; the document is `text_field`
+  tfds         a prepared TFDS dataset (`name`, `split`, `data_dir`; no `path`) read by index through TFDS's
+               data source (what `tfds.data_source` returns: ArrayRecord, no TensorFlow); the document is `text_field`
+  hf_dataset   Hugging Face `datasets`: `path` is a `save_to_disk` directory, or files (parquet, JSON, arrow, csv)
+               that `datasets.load_dataset(name, data_files=...)` reads (`name`: the builder, default from the
+               files' suffix); `split`; `streaming`; the document is `text_field`
   tokens       shards written by `xfer data tokenize` (already tokenised, BOS/EOS included)
   alpaca, belle, bactrian_x, sharegpt
                instruction data in JSON lines or a JSON array file (see instruct.py)
@@ -25,27 +29,37 @@ import pathlib
 from xfer_jax import paths
 from xfer_jax.data import instruct
 
-TEXT_FORMATS = ("text", "jsonl", "parquet", "array_record", "tfds")
+TEXT_FORMATS = ("text", "jsonl", "parquet", "array_record", "tfds", "hf_dataset")
 FORMATS = TEXT_FORMATS + ("tokens",) + tuple(instruct.RECORD_PARSERS)
 DOC_SPLITS = ("line", "blank_line")
+# Keys that only some formats honour; anywhere else a value other than the default is refused by name.
+ONLY_FOR = {"doc_split": ("text",), "name": ("tfds", "hf_dataset"), "split": ("tfds", "hf_dataset"),
+            "data_dir": ("tfds",), "streaming": ("hf_dataset",)}
 
 
 @dataclasses.dataclass(frozen=True)
 class SourceSpec:
     lang: str
-    path: str
+    path: str = ""  # every format but tfds
     format: str = "text"
-    text_field: str = "text"  # jsonl/parquet/tfds field; for array_record, '' means raw UTF-8 records
+    text_field: str = "text"  # jsonl/parquet/tfds/hf_dataset field; for array_record, '' means raw UTF-8 records
     doc_split: str = "line"  # text format only
     weight: float = 1.0  # mixing weight, relative to the other sources
     token_budget: int = 0  # stop the whole stream once this source has given this many tokens; 0 = unlimited
     max_documents: int = 0  # use a fixed random sample of this many documents; 0 = all
-    tfds_split: str = "train"
-    tfds_data_dir: str = ""
+    name: str = ""  # tfds: the dataset ('wiki40b/zh-cn', 'my_corpus:1.0.0'); hf_dataset: load_dataset's builder
+    split: str = ""  # tfds, hf_dataset: a split or slice ('train[:90%]'); '' = 'train'
+    data_dir: str = ""  # tfds: the directory (local or gs://) holding NAME/VERSION/; '' = TFDS's default
+    streaming: bool = False  # hf_dataset: parquet/JSON files read in place, without datasets' Arrow cache
 
     @property
     def is_instruct(self) -> bool:
         return self.format in instruct.RECORD_PARSERS
+
+    @property
+    def label(self) -> str:
+        """How messages name the source: its path, or for TFDS `tfds:NAME[SPLIT]`."""
+        return f"tfds:{self.name}[{self.split or 'train'}]" if self.format == "tfds" else self.path
 
     @classmethod
     def from_config(cls, entry, where: str) -> SourceSpec:
@@ -55,12 +69,22 @@ class SourceSpec:
         unknown = sorted(set(entry) - known)
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-        for key in ("lang", "path"):
-            if not entry.get(key):
-                raise ValueError(f"{where}: missing {key!r} (every source needs 'lang' and 'path')")
+        if not entry.get("lang"):
+            raise ValueError(f"{where}: missing 'lang' (every source needs 'lang', and 'path' or for tfds 'name')")
         spec = cls(**entry)
         if spec.format not in FORMATS:
             raise ValueError(f"{where}: format={spec.format!r}; expected one of {FORMATS}")
+        if spec.format == "tfds":
+            if spec.path or not spec.name:
+                raise ValueError(f"{where}: format 'tfds' names its dataset with 'name' (and 'data_dir', 'split'), "
+                                 f"not 'path'" + (f"; got path={spec.path!r}" if spec.path else ": 'name' is missing"))
+        elif not spec.path:
+            raise ValueError(f"{where}: missing 'path' (every source needs 'lang' and 'path'; tfds: 'name')")
+        defaults = cls(lang="")
+        for key, formats in ONLY_FOR.items():
+            if spec.format not in formats and getattr(spec, key) != getattr(defaults, key):
+                raise ValueError(f"{where}: {key}={getattr(spec, key)!r} does not apply to format {spec.format!r} "
+                                 f"(only to {', '.join(formats)}); drop it")
         if spec.doc_split not in DOC_SPLITS:
             raise ValueError(f"{where}: doc_split={spec.doc_split!r}; expected one of {DOC_SPLITS}")
         if not spec.weight > 0:

@@ -84,7 +84,11 @@ def _check_output(specs: list[SourceSpec], out_dir: paths.Path) -> None:
         if spec.format not in TEXT_FORMATS:
             raise ValueError(f"source lang={spec.lang!r} format={spec.format!r}: only {TEXT_FORMATS} can be "
                              "pre-tokenised (instruction data is tokenised on the fly, with its loss masks)")
-        if spec.format != "tfds":
+        if spec.format == "tfds":
+            from xfer_jax.data.tfds_source import check_prepared
+
+            check_prepared(spec)  # a dataset not prepared is refused now, not after other languages were written
+        else:
             source_files(spec)  # a missing source is refused now, not after other languages were written
     paths.check_reachable(out_dir, "--out", must_exist=False)
     if out_dir.is_file():
@@ -122,7 +126,7 @@ def tokenize_sources(
             counts = {"documents": 0, "characters": 0, "tokens": 0}
             for spec in (s for s in specs if s.lang == lang):
                 table = open_source(spec, issues)
-                progress = tqdm.tqdm(total=len(table), desc=f"{lang} {spec.path}", unit="doc")
+                progress = tqdm.tqdm(total=len(table), desc=f"{lang} {spec.label}", unit="doc")
                 for start in range(0, len(table), ENCODE_BATCH):
                     docs = [table[i] for i in range(start, min(start + ENCODE_BATCH, len(table)))]
                     for ids in tokenizer.encode_batch(docs, bos=bos, eos=eos, num_threads=threads):

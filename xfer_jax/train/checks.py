@@ -76,6 +76,8 @@ def check_paths(config) -> None:
         check(config.init_from, "init_from", True)
     for group in ("sources", "heldout"):
         for i, entry in enumerate(config.data.get(group) or []):
+            if not entry.get("path"):  # format 'tfds' names a dataset, checked when its source opens
+                continue
             parts = str(entry["path"]).split("/")
             fixed = next((j for j, part in enumerate(parts) if glob.has_magic(part)), len(parts))
             check("/".join(parts[:fixed]) or ".", f"data.{group}[{i}].path", True)  # a glob: the folder above it

@@ -35,6 +35,16 @@ def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="text", choices=TEXT_FORMATS, help="format of the text files")
     p.add_argument("--text_field", default="text", help="field holding the document (jsonl, parquet, tfds)")
     p.add_argument("--doc_split", default="line", choices=DOC_SPLITS, help="text: one document per line or per block")
+    p.add_argument("--split", default="", help="tfds, hf_dataset: the split or slice (default train)")
+    p.add_argument("--data_dir", default="", help="tfds: the data_dir holding the prepared dataset")
+
+
+def _spec(args, lang: str, source: str) -> SourceSpec:
+    """A source from the flags: SOURCE is a path, or (--format tfds) a dataset name."""
+    entry = {"lang": lang, "format": args.format, "text_field": args.text_field, "doc_split": args.doc_split,
+             "split": args.split, "data_dir": args.data_dir, "max_documents": getattr(args, "max_documents", 0)}
+    entry["name" if args.format == "tfds" else "path"] = source
+    return SourceSpec.from_config(entry, f"--source {source}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--kind", default="sentencepiece", choices=["sentencepiece", "hf"],
                    help="hf: a tokenizer.json BPE with --base's normaliser, pre-tokeniser and byte alphabet")
     t.add_argument("--base", default=None, help="--kind hf: the base tokenizer.json (Llama-3's) whose pipeline it copies")
-    t.add_argument("--source", action="append", required=True, help="file, glob or directory of text (repeatable)")
+    t.add_argument("--source", action="append", required=True,
+                   help="file, glob or directory of text; --format tfds: a dataset name (repeatable)")
     _source_args(t)
     t.add_argument("--max_documents", type=int, default=0, help="per source, a fixed random sample (0: all)")
     t.add_argument("--out", required=True, help="the .model file to write (--kind hf: a .json)")
@@ -104,8 +115,7 @@ def _refuse(what: str, flags: dict[str, object]) -> None:
 
 
 def _train(args) -> None:
-    specs = [SourceSpec(lang="vocab", path=s, format=args.format, text_field=args.text_field,
-                        doc_split=args.doc_split, max_documents=args.max_documents) for s in args.source]
+    specs = [_spec(args, "vocab", s) for s in args.source]
     if args.kind == "hf":
         from xfer_jax.vocab.bpe_train import BpeTrainOptions, train_bpe
 
@@ -189,8 +199,7 @@ def run(args) -> None:
             texts.update({lang: str(corpus / lang / "heldout.txt") for lang in args.languages.split(",")})
         if not texts:
             raise ValueError("no text to measure: pass --text LANG=PATH or --corpus DIR")
-        specs = {lang: SourceSpec(lang=lang, path=path, format=args.format, text_field=args.text_field,
-                                  doc_split=args.doc_split) for lang, path in texts.items()}
+        specs = {lang: _spec(args, lang, path) for lang, path in texts.items()}
         result = report.measure(_pairs(args.tokenizer, "--tokenizer"), specs)
         print(report.markdown(result), end="")
         if args.out:

@@ -67,7 +67,7 @@ def documents(specs: Sequence[SourceSpec], issues: InputIssues, seed: int = 0) -
     """Every document of the sources (a fixed random sample of `max_documents` where a source sets it)."""
     for spec in specs:
         if spec.format not in TEXT_FORMATS:
-            raise ValueError(f"source {spec.path!r}: format {spec.format!r} holds no plain text; "
+            raise ValueError(f"source {spec.label!r}: format {spec.format!r} holds no plain text; "
                              f"a tokenizer trains on one of {TEXT_FORMATS}")
         table = open_source(spec, issues)
         indices = np.arange(len(table))
