@@ -249,3 +249,28 @@ def test_head_dim_is_derived_unless_given():
     assert LlamaConfig.from_dict(old) == tiny
     with pytest.raises(ValueError, match="family='gemma'; choose one of"):
         tiny.replace(family="gemma")
+
+
+@pytest.mark.parametrize("name,extra", [("qwen2", {}), ("qwen3", {"head_dim": 32})])
+def test_gradients_on_one_device_equal_eight_and_biases_do_not_decay(name, extra):
+    """Training any family on any mesh: every gradient (q/k/v biases, q/k norms included) on (data=2, fsdp=2,
+    tensor=2) equals one device's, on packed rows; AdamW decays no bias and no norm."""
+    from test_train import _gradients
+    from xfer_jax.parallel import mesh as mesh_lib
+    from xfer_jax.perf.bench import synthetic_batch
+    from xfer_jax.train.optim import decay_mask
+
+    cfg = get_shape("tiny", family=name, **extra)
+    batch = synthetic_batch(4, 64, cfg.vocab_size, packed=3)
+    one = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
+    eight = mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    grads1, grads8 = _gradients(cfg, one, batch), _gradients(cfg, eight, batch)
+    flat = jax.tree_util.tree_flatten_with_path(grads1)[0]
+    names = {jax.tree_util.keystr(path) for path, _ in flat}
+    assert any("bias" in n for n in names) if name == "qwen2" else any("q_norm" in n for n in names)
+    for (path, g1), g8 in zip(flat, jax.tree.leaves(grads8)):
+        np.testing.assert_allclose(g8, g1, rtol=0, atol=1e-5 * np.abs(g1).max(), err_msg=jax.tree_util.keystr(path))
+    decays = dict(jax.tree_util.tree_flatten_with_path(decay_mask(grads1, decay_embeddings=False))[0])
+    for path, decayed in decays.items():
+        key = jax.tree_util.keystr(path)
+        assert decayed == ("proj" in key and not key.endswith("bias']") or "lm_head" in key), key

@@ -69,10 +69,10 @@ def learning_rate(optim: ml_collections.ConfigDict, total_steps: int) -> optax.S
 
 
 def decay_mask(trainable: dict, decay_embeddings: bool) -> dict:
-    """Weight decay on matrices only: never on norms; on embed_tokens only if asked (lm_head always)."""
+    """Weight decay on matrices only: never on norms or biases; on embed_tokens only if asked (lm_head always)."""
     def decays(path, leaf):
         name = param_path(path)
-        if leaf is None or "norm" in name:
+        if leaf is None or "norm" in name or name.endswith("_bias"):
             return False
         return decay_embeddings or not name.startswith("embed_tokens")
     return jax.tree_util.tree_map_with_path(decays, trainable)
