@@ -13,6 +13,7 @@ decided by the caller's `stop_fn`), so dispatch stays ahead of the device betwee
 """
 import dataclasses
 import functools
+import logging
 import time
 from collections.abc import Iterable
 
@@ -25,6 +26,7 @@ from xfer_jax import forward
 from xfer_jax.eval.sampling import Sampling, choose
 from xfer_jax.eval.scoring import bucket
 from xfer_jax.model import params as model_params
+from xfer_jax.model.decode_attention import supported as decode_attention_supported
 from xfer_jax.model.llama import init_cache
 
 
@@ -123,6 +125,11 @@ class Generator:
             one_device = model.placement.mesh is None or model.placement.mesh.size == 1
             decode_attention = "pallas" if one_device and jax.default_backend() == "gpu" else "xla"
         self.placement, self.cfg = model.placement, model.cfg.replace(decode_attention=decode_attention)
+        if decode_attention == "pallas" and not decode_attention_supported(1, self.cfg):
+            logging.getLogger(__name__).warning(
+                "decode_attention='pallas': %d query heads per kv head and head_dim %d are not powers of two (the "
+                "kernel's Triton blocks); decoding runs XLA's attention instead",
+                self.cfg.num_heads // self.cfg.num_kv_heads, self.cfg.head_dim)
         with self.placement.context():
             self.layers = model_params.unstack_layers(model.cfg, model.params)
         self.params = {name: value for name, value in model.params.items() if name != "layers"}
