@@ -180,3 +180,15 @@ def test_choose_names_the_kernel_and_why_it_fell_back():
     assert attention_lib.describe(cfg, 2, 256, backend="cpu") == "auto → xla"
     assert attention_lib.describe(cfg, 2, 256, backend="gpu").startswith("auto → cudnn → xla (cuDNN flash")
     assert "interpret" in attention_lib.describe(cfg.replace(attention="splash", attention_block_size=128), 2, 256)
+
+
+def test_cudnn_packed_layout_offsets_and_lengths():
+    """cuDNN's packed layout takes each row's documents as (offset, length), -1 past the last; trailing padding
+    becomes one more segment so every position belongs to one (the GPU check: tools/check_attention.py)."""
+    seg = jnp.array([[1, 1, 2, 2, 2, 3, 0, 0], [1] * 8, [1, 2, 3, 4, 5, 0, 0, 0]])
+    lengths, offsets = attention_lib.segment_layout(attention_lib._pad_as_segment(seg), 4)
+    np.testing.assert_array_equal(lengths, [[2, 3, 1, 2], [8, -1, -1, -1], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(offsets, [[0, 2, 5, 6, -1], [0, -1, -1, -1, -1], [0, 1, 2, 3, -1]])
+    assert int(jnp.max(attention_lib._pad_as_segment(seg))) == 6  # row 3: 6 segments > 4, so the dense path
+    with pytest.raises(ValueError, match="attention_max_segments=-1"):
+        get_shape("tiny", attention_max_segments=-1)

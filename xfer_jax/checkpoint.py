@@ -233,8 +233,8 @@ def _check_shapes(ckpt_dir, step, abstract: dict, stored: dict) -> None:
 
 
 # How a run executes, free to change between a save and a resume; every other model field fixes the math.
-RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention", "attention_block_size", "decode_attention", "scan_layers",
-              "fuse_projections")
+RUN_FIELDS = ("dtype", "param_dtype", "remat", "attention", "attention_block_size", "attention_max_segments",
+              "decode_attention", "scan_layers", "fuse_projections")
 
 
 def check_resume(ckpt_dir, cfg: LlamaConfig, *, tokenizer, trainable: list[str], languages: list[str],

@@ -7,7 +7,9 @@ for tests and small runs, never for long-sequence training. `splash` is the Pall
 (model/splash_attention.py); `auto` (the default) picks by backend (`resolve`). `choose` is the one place that
 decides which kernel serves a call: one that cannot (its shape or dtype limits) falls back to `xla`, logged.
 """
+import functools
 import logging
+import math
 
 import jax
 import jax.numpy as jnp
@@ -54,10 +56,51 @@ def cached_attention(q, k_cache, v_cache, index, valid):
     return masked_attention(q, k_cache, v_cache, cache_visibility(index, valid, q.shape[1])[:, None])
 
 
-def cudnn_attention(q, k, v, segment_ids):
-    """cuDNN's fused flash attention (GPU only): causal, plus a dense same-segment mask for packed rows."""
-    mask = None if segment_ids is None else (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="cudnn")
+def cudnn_attention(q, k, v, segment_ids, max_segments: int = 0):
+    """cuDNN's fused flash attention (GPU only), causal. Packed rows: with `max_segments` > 0, cuDNN's packed
+    (ragged) layout — each document a segment given by its offset and length, so no [T, S] mask is read and no
+    cross-document tile is computed — for rows of at most that many segments (trailing padding counts as one; a
+    row with more takes the dense path, chosen at run time); else a dense same-segment mask. Padding positions
+    attend among themselves in both paths (the reference's rule: same segment id); their loss weight is 0."""
+    if segment_ids is None:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+    dense = lambda q, k, v, seg: jax.nn.dot_product_attention(  # noqa: E731
+        q, k, v, mask=(seg[:, :, None] == seg[:, None, :])[:, None], is_causal=True, implementation="cudnn")
+    if not max_segments:
+        return dense(q, k, v, segment_ids)
+    filled = _pad_as_segment(segment_ids)
+    fits = jnp.max(filled) <= max_segments
+    return jax.lax.cond(fits, functools.partial(_cudnn_packed, max_segments=max_segments), dense, q, k, v, segment_ids)
+
+
+def _pad_as_segment(segment_ids: jax.Array) -> jax.Array:
+    """Padding (id 0, at the end of a row as the packer leaves it) as one more segment: every position then
+    belongs to a segment, so cuDNN's backward never reads the statistics of a row it did not compute."""
+    last = jnp.max(segment_ids, axis=1, keepdims=True)
+    return jnp.where(segment_ids == 0, last + 1, segment_ids)
+
+
+def segment_layout(segment_ids: jax.Array, max_segments: int) -> tuple[jax.Array, jax.Array]:
+    """(lengths [B, M], offsets [B, M + 1]) of the segments 1..M of each row, -1 past a row's last one, as cuDNN's
+    packed layout takes them. Segments must be contiguous and numbered in order (the packer's rows:
+    data/packing.py); padding must come first through `_pad_as_segment`."""
+    ids = jnp.arange(1, max_segments + 1, dtype=segment_ids.dtype)
+    member = segment_ids[:, :, None] == ids  # [B, T, M]
+    lengths = jnp.sum(member, axis=1, dtype=jnp.int32)
+    starts = jnp.argmax(member, axis=1).astype(jnp.int32)
+    present = lengths > 0
+    offsets = jnp.where(present, starts, -1)
+    pad = jnp.full((segment_ids.shape[0], 1), -1, jnp.int32)
+    return jnp.where(present, lengths, -1), jnp.concatenate([offsets, pad], axis=1)
+
+
+def _cudnn_packed(q, k, v, segment_ids, *, max_segments: int):
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn  # the packed layout is not in jax.nn yet
+
+    lengths, offsets = segment_layout(_pad_as_segment(segment_ids), max_segments)
+    out = cudnn.dot_product_attention(q, k, v, None, None, lengths, lengths, offsets, offsets,
+                                      scale=1.0 / math.sqrt(q.shape[-1]), mask_type=cudnn.MaskType.PADDING_CAUSAL)
+    return out.astype(q.dtype)
 
 
 def splash_attention(q, k, v, segment_ids, block_size: int = splash.DEFAULT_BLOCK):
@@ -134,8 +177,10 @@ def _say_once(key, message: str) -> None:
         logging.getLogger(__name__).warning(message)
 
 
-def attention(q, k, v, segment_ids, impl: str = "xla", *, block_size: int = splash.DEFAULT_BLOCK):
-    """`block_size`: the splash kernel's q/kv tile (capped to the sequence); the other kernels ignore it."""
+def attention(q, k, v, segment_ids, impl: str = "xla", *, block_size: int = splash.DEFAULT_BLOCK,
+              max_segments: int = 0):
+    """`block_size`: the splash kernel's q/kv tile (capped to the sequence); `max_segments`: cuDNN's packed
+    layout for rows of at most that many documents (`cudnn_attention`); each kernel ignores the other's."""
     kernel, reason = choose(impl, q.shape, k.shape, q.dtype, block_size=block_size)
     key = (impl, tuple(q.shape), tuple(k.shape), q.dtype.name, block_size)
     if reason:
@@ -146,4 +191,6 @@ def attention(q, k, v, segment_ids, impl: str = "xla", *, block_size: int = spla
                        "(tests and CPU checks); use attention='auto' for this machine's fast kernel")
     if kernel == "splash":
         return splash_attention(q, k, v, segment_ids, block_size)
+    if kernel == "cudnn":
+        return cudnn_attention(q, k, v, segment_ids, max_segments)
     return IMPLS[kernel](q, k, v, segment_ids)

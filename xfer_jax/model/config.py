@@ -53,6 +53,7 @@ class LlamaConfig:
     remat: str = "none"
     attention: str = "auto"  # see ATTENTION_IMPLS; the kernel that runs is logged (attention.choose)
     attention_block_size: int = 512  # attention="splash": q/kv tile, capped to the sequence (multiple of 128)
+    attention_max_segments: int = 32  # cuDNN, packed rows of <= this many documents: its packed layout (0: mask)
     decode_attention: str = "xla"
     scan_layers: bool = True
     fuse_projections: bool = True  # q/k/v and gate/up as one GEMM each, training and decoding (llama.py)
@@ -78,6 +79,9 @@ class LlamaConfig:
             raise ValueError(f"remat={self.remat!r}; choose one of {REMAT_POLICIES}")
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"attention={self.attention!r}; choose one of {ATTENTION_IMPLS}")
+        if self.attention_max_segments < 0:
+            raise ValueError(f"attention_max_segments={self.attention_max_segments}: 0 (a dense mask) or a positive "
+                             f"number of documents per row")
         if self.attention_block_size <= 0 or self.attention_block_size % 128:
             raise ValueError(f"attention_block_size={self.attention_block_size}: the splash kernel's tile must be a "
                              f"positive multiple of 128")

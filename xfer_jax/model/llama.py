@@ -145,7 +145,8 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
         queries, factor = q.reshape(*q.shape[:2], cfg.num_kv_heads, groups, cfg.head_dim), None
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is None:
-        attn = attention(q, k, v, segment_ids, cfg.attention, block_size=cfg.attention_block_size)
+        attn = attention(q, k, v, segment_ids, cfg.attention, block_size=cfg.attention_block_size,
+                         max_segments=cfg.attention_max_segments)
     else:  # write this step's keys/values into layer `layer` of the whole cache (in place), attend over it
         k_all, v_all, layer, index, valid, visible = cache
         k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (layer, 0, index, 0, 0))

@@ -79,7 +79,8 @@ def model_config(args):
     if args.num_layers:
         extra["num_layers"] = args.num_layers
     return get_shape(args.shape, dtype=args.dtype, param_dtype=args.param_dtype, remat=args.remat,
-                     attention=args.attention, max_position_embeddings=max(args.seq_len, 2048),
+                     attention=args.attention, attention_max_segments=args.max_segments,
+                     max_position_embeddings=max(args.seq_len, 2048),
                      scan_layers=not args.no_scan, fuse_projections=not args.no_fuse, **extra)
 
 

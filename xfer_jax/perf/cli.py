@@ -68,6 +68,8 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss_chunk", type=int, default=0)
     p.add_argument("--moment_dtype", default="float32", help="AdamW first-moment dtype")
     p.add_argument("--packed", type=int, default=0, help="documents per row (segment ids); 0: one causal sequence")
+    p.add_argument("--max_segments", type=int, default=32, help="model.attention_max_segments: cuDNN's packed layout "
+                   "for rows of at most this many documents (0: a dense same-document mask)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--jsonl", default="docs/benchmarks.jsonl", help="append the result here ('' to skip)")
