@@ -7,6 +7,7 @@ setup(
     description="Language capability transfer for LLaMA models in JAX: import, extend, pretrain, tune, evaluate, export.",
     python_requires=">=3.11",
     packages=find_packages(include=["xfer_jax", "xfer_jax.*"]),
+    package_data={"xfer_jax.data": ["references/*.json"]},  # reference tokenisations the fetch checks against
     install_requires=[
         "jax>=0.10.0",
         "flax>=0.12.8",

