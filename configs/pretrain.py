@@ -11,7 +11,7 @@ import ml_collections
 from xfer_jax.data.pipeline import default_data_config
 from xfer_jax.data.registry import default_cache_root
 from xfer_jax.parallel.rules import DEFAULT_RULES
-from xfer_jax.train import wandb_log
+from xfer_jax.train import guard, wandb_log
 from xfer_jax.train.optim import default_optim_config
 
 CACHE = str(default_cache_root())
@@ -46,6 +46,7 @@ def get_config(mixture: str = "mixed") -> ml_collections.ConfigDict:
     c.data.tokenizer = f"{CACHE}/llama_tokenizer/tokenizer.model"
     c.data.seq_len = 128
     c.data.batch_size = 8
+    c.data.guard = guard.default_config()  # English-retention guard: languages=["en"] turns it on (train/guard.py)
 
     c.optim = default_optim_config()
     c.optim.lr = 1e-3

@@ -7,6 +7,11 @@ and always draws from the source furthest below its share: given_i / weight_i is
 deterministic, needs no random numbers, and its proportions are exact up to one element at any point of
 the stream. Its state (the counts and the parents' states) checkpoints with the rest of the pipeline.
 
+The weights may change mid-stream (`set_weights`: the English-retention guard, train/guard.py): the running counts
+then restart, so the new shares hold from that element on rather than making up for the past. The weights are
+part of the iterator state; the guard also saves them with each checkpoint, since the packer restores its parent
+to where its current rows began (data/packing.py) and a change made after that point must be made again.
+
 A token budget ends the whole mixed stream as soon as one source has given that many tokens (the element
 that crosses it is the last one), so the proportions never drift once a language runs out.
 """
@@ -40,7 +45,7 @@ class WeightedMixIterDataset(grain.IterDataset):
         self._budgets = [float(b) for b in (token_budgets or [0] * len(parents))]
 
     def __iter__(self) -> grain.DatasetIterator:
-        return _WeightedMixIterator(
+        return WeightedMixIterator(
             [parent.__iter__() for parent in self.parents], self._weights, self._unit, self._budgets
         )
 
@@ -48,15 +53,28 @@ class WeightedMixIterDataset(grain.IterDataset):
         return f"WeightedMixIterDataset(weights={self._weights}, unit={self._unit}, budgets={self._budgets})"
 
 
-class _WeightedMixIterator(grain.DatasetIterator):
+class WeightedMixIterator(grain.DatasetIterator):
     def __init__(self, parents, weights, unit, budgets):
         super().__init__(parents)
         self._weights = np.asarray(weights) / sum(weights)
         self._unit = unit
         self._budgets = np.asarray(budgets, np.float64)
-        self._given = np.zeros(len(parents), np.int64)  # in `unit`
+        self._given = np.zeros(len(parents), np.int64)  # in `unit`, since the weights were last set
         self._tokens = np.zeros(len(parents), np.int64)
         self._stopped = False
+
+    @property
+    def weights(self) -> list[float]:
+        return self._weights.tolist()
+
+    def set_weights(self, weights: Sequence[float], normalise: bool = True) -> None:
+        """New shares from the next element on (every one positive; `normalise=False` takes them exactly as given,
+        e.g. as `weights` returned them)."""
+        weights = np.asarray(weights, np.float64)
+        if weights.shape != self._weights.shape or weights.min() <= 0:
+            raise ValueError(f"need {len(self._weights)} positive weights, got {weights.tolist()}")
+        self._weights = weights / weights.sum() if normalise else weights
+        self._given = np.zeros_like(self._given)
 
     def __next__(self):
         if self._stopped:
@@ -77,6 +95,7 @@ class _WeightedMixIterator(grain.DatasetIterator):
             "given": self._given.tolist(),
             "tokens": self._tokens.tolist(),
             "stopped": self._stopped,
+            "weights": self._weights.tolist(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -89,6 +108,8 @@ class _WeightedMixIterator(grain.DatasetIterator):
         self._given = np.asarray(state["given"], np.int64)
         self._tokens = np.asarray(state["tokens"], np.int64)
         self._stopped = bool(state["stopped"])
+        if "weights" in state:  # states saved before the weights could change hold none: the config's stand
+            self._weights = np.asarray(state["weights"], np.float64)
 
     def __str__(self) -> str:
         return f"WeightedMixIterator(unit={self._unit})"

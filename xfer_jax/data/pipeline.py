@@ -38,7 +38,7 @@ import numpy as np
 from xfer_jax.data import packing
 from xfer_jax.data.examples import ExampleBuilder
 from xfer_jax.data.issues import InputIssues
-from xfer_jax.data.mixture import WeightedMixIterDataset
+from xfer_jax.data.mixture import WeightedMixIterDataset, WeightedMixIterator
 from xfer_jax.data.readers import open_source
 from xfer_jax.data.records import document_characters
 from xfer_jax.data.shards import TokenShards
@@ -196,6 +196,17 @@ class TrainIterator:
 
     def metrics(self) -> dict[str, int]:
         return {**self._issues.metrics(), **{f"data/documents/{k}": v for k, v in self._documents.items()}}
+
+    def mixer(self):
+        """The weighted mixer inside this process's pipeline (its weights can change: train/guard.py); None when
+        it runs in grain worker processes (data.worker_count > 0), out of reach."""
+        stack = [self._iterator]
+        while stack:
+            it = stack.pop()
+            if isinstance(it, WeightedMixIterator):
+                return it
+            stack.extend(getattr(it, "_parents", []) or [])
+        return None
 
     def close(self) -> None:
         self._iterator.close()

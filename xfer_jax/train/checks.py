@@ -12,7 +12,7 @@ import jax
 
 from xfer_jax import paths
 from xfer_jax.model.config import LlamaConfig
-from xfer_jax.train import wandb_log
+from xfer_jax.train import guard as guard_lib, wandb_log
 from xfer_jax.parallel.mesh import MESH_AXES
 
 # The names errors use: `xfer train`'s config keys, or the perf verbs' flags.
@@ -61,6 +61,7 @@ def check_config(config, mesh: jax.sharding.Mesh, cfg: LlamaConfig) -> None:
     if config.train.nan_policy not in NAN_POLICIES:
         raise ValueError(f"train.nan_policy={config.train.nan_policy!r}; choose 'skip' or 'stop'")
     wandb_log.check(config.train.get("wandb"), config.train.out_dir)
+    guard_lib.check(config.data)
 
 
 def check_paths(config) -> None:

@@ -1,6 +1,6 @@
 """The loss curve where people look: OUT/curves.png, redrawn at each held-out evaluation and at the end of a run.
 
-One panel: the training loss at every logged step (faint), its exponential moving average (smoothed), and each
+One panel (two with the English-retention guard on: its mixture weights at each check): the training loss at every logged step (faint), its exponential moving average (smoothed), and each
 held-out language's loss as points. Drawn with matplotlib when it is installed (the `sweep`/`test` extras); without
 it the run says so once and goes on. The PNG is written atomically through the path helper, so it works in a
 bucket too. `draw_panel` is also what the study's and the demo's multi-run figures draw in each panel.
@@ -56,10 +56,21 @@ def write_curves(records: list[dict], target, title: str = "") -> bool:
             logging.getLogger(__name__).warning("curves.png skipped: matplotlib is not installed (pip install "
                                                 "matplotlib); metrics.jsonl and TensorBoard have the numbers")
         return False
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    draw_panel(ax, records, smooth=0.9)
+    guarded = sorted({k.split("/")[-1] for r in records for k in r if k.startswith("guard/weight/")})
+    fig, axes = plt.subplots(1, 2 if guarded else 1, figsize=(12.0 if guarded else 6.4, 4.0), squeeze=False)
+    draw_panel(axes[0, 0], records, smooth=0.9)
     if title:
-        ax.set_title(title, fontsize=10)
+        axes[0, 0].set_title(title, fontsize=10)
+    if guarded:  # the English-retention guard's mixture weights at each check (train/guard.py)
+        ax = axes[0, 1]
+        for lang, colour in zip(guarded, COLOURS):
+            points = [(r["step"], r[f"guard/weight/{lang}"]) for r in records if f"guard/weight/{lang}" in r]
+            ax.plot(*zip(*points), "o-", label=lang, color=colour, markersize=3, drawstyle="steps-post")
+        ax.set_xlabel("step")
+        ax.set_ylabel("mixture weight")
+        ax.set_title("guard: mixture weights", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

@@ -24,7 +24,8 @@ from xfer_jax.data.tokenizer import Tokenizer
 from xfer_jax.model import attention as attention_lib
 from xfer_jax.parallel import mesh as mesh_lib
 from xfer_jax.parallel.placement import Placement
-from xfer_jax.train import checks, lora_setup, metrics as metrics_lib, setup as setup_lib, step as step_lib
+from xfer_jax.train import checks, guard as guard_lib, lora_setup, metrics as metrics_lib, setup as setup_lib
+from xfer_jax.train import step as step_lib
 
 
 class Trainer:
@@ -62,6 +63,7 @@ class Trainer:
             self.data.close()
             raise
         self._signal = None
+        self._guard, self._guard_saved = None, None  # the English-retention guard (train/guard.py), if on
 
     # ---- state ----
     def initial_state(self) -> dict:
@@ -74,6 +76,7 @@ class Trainer:
 
     def restore(self, step: int) -> dict:
         state = checkpoint.restore_train_state(self.manager, step, self.setup.abstract_state, self.data.restore_args())
+        self._guard_saved = checkpoint.read_meta(self.out / "ckpt", step).get("guard")
         print(f"resumed from {self.out / 'ckpt'} step {step} (mesh {dict(self.mesh.shape)})")
         return state
 
@@ -87,7 +90,8 @@ class Trainer:
                                     tokenizer=tokenizer, force=force, languages=self.languages,
                                     trainable=lora_setup.trainable_paths(self.mask),
                                     tokenizer_sha256=self.tokenizer.sha256(),
-                                    config=json.loads(self.config.to_json_best_effort()))
+                                    config=json.loads(self.config.to_json_best_effort()),
+                                    **({"guard": self._guard.state()} if self._guard else {}))
         self.writer.flush()  # in a bucket, the logs up to this step become visible with its checkpoint
 
     # ---- evaluation ----
@@ -128,6 +132,7 @@ class Trainer:
                                            seed=config.train.seed)
         eval_fn = jax.jit(lambda p, b: step_lib.eval_step(p, b, cfg=self.cfg, num_langs=len(self.languages)))
         eval_sets = pipeline.make_eval_batches(config.data, tokenizer=self.tokenizer) if config.data.heldout else {}
+        guard = self._start_guard(state, eval_sets, eval_fn)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         tokens_per_step = config.data.batch_size * config.data.seq_len
         print(lora_setup.format_report(self.sizes))
@@ -147,10 +152,13 @@ class Trainer:
                             f"step {step}: loss {m['loss']} / grad norm {m['grad_norm']} is not finite; the update was "
                             f"not applied. Lower optim.lr, inspect the data, or set train.nan_policy='skip'")
                     last = self._record(step, m, seconds, tokens_per_step, int(state["skipped"]), step == start_step + 1)
-                    if step % config.train.log_every == 0 or step == total:
+                    guard_step = guard is not None and step % config.data.guard.every == 0
+                    if step % config.train.log_every == 0 or step == total or guard_step:
                         evaluated = eval_sets and (step % config.train.eval_every == 0 or step == total)
                         if evaluated:
                             last.update(self.evaluate(state["params"], eval_sets, eval_fn))
+                        if guard_step:  # before the save: the checkpoint holds the weights the next batch uses
+                            last.update(self._guard_check(guard, step, state["params"], eval_sets, eval_fn, last))
                         last.update(self.data.metrics())
                         self.writer.write(step, last)
                         tqdm.write(metrics_lib.format_line(step, total, last))
@@ -172,6 +180,36 @@ class Trainer:
             self.close()
         return {"step": total, "skipped": int(state["skipped"]), **last}
 
+    # ---- the English-retention guard (train/guard.py) ----
+    def _start_guard(self, state, eval_sets, eval_fn):
+        """The guard of a run with data.guard.languages, its baseline measured on the parameters the run starts
+        from (a resumed run has it in its data state)."""
+        if not guard_lib.enabled(self.config.data):
+            return None
+        saved = self._guard_saved
+        guard = guard_lib.Guard(self.config.data, self.data.mixer(), [s["lang"] for s in self.config.data.sources],
+                                saved)
+        if guard.baseline is None:
+            with self.placement.context():
+                guard.set_baseline(self._guard_losses(guard, state["params"], eval_sets, eval_fn, {}))
+            print(f"guard: baseline held-out loss {_rounded(guard.baseline)}, weights "
+                  f"{_rounded(guard.language_weights())}")
+        self._guard = guard
+        return guard
+
+    def _guard_losses(self, guard, params, eval_sets, eval_fn, measured: dict) -> dict[str, float]:
+        protected = {lang: eval_sets[lang] for lang in guard.cfg.languages}
+        if not all(f"eval/{lang}/loss" in measured for lang in protected):
+            measured = self.evaluate(params, protected, eval_fn)
+        return {lang: measured[f"eval/{lang}/loss"] for lang in protected}
+
+    def _guard_check(self, guard, step, params, eval_sets, eval_fn, last) -> dict:
+        record, changed = guard.check(self._guard_losses(guard, params, eval_sets, eval_fn, last))
+        if changed:
+            rises = {k.split("/")[-1]: f"{v:+.2%}" for k, v in record.items() if k.startswith("guard/rise/")}
+            tqdm.write(f"guard: step {step}: held-out rise {rises} -> weights {_rounded(guard.language_weights())}")
+        return record
+
     def _record(self, step, m, seconds, tokens, skipped, compiling) -> dict:
         record = {"loss": float(m["loss"]), "ppl": math.exp(min(float(m["loss"]), 50.0)),
                   "z_loss": float(m["z_loss"]), "grad_norm": float(m["grad_norm"]), "lr": float(m["lr"]),
@@ -183,6 +221,10 @@ class Trainer:
             if m["lang_tokens"][i] > 0:
                 record[f"loss/{lang}"] = float(m["lang_loss"][i])
         return record
+
+
+def _rounded(weights: dict) -> dict:
+    return {k: round(v, 4) for k, v in weights.items()}
 
 
 def train(config) -> dict:
