@@ -2,7 +2,8 @@
 
 The paper's arms (../shared/PAPER.md) at toy scale, on the fetched corpus and chatterbot-corpus pairs:
   vocabulary       original vs extended, new rows by random / mean / subword_mean
-  further pretrain 0 and three budgets growing 3× (40k, 120k, 360k tokens), zh-only vs zh 0.7 + en 0.3
+  further pretrain 0 and three budgets growing 3× (40k, 120k, 360k tokens), zh-only vs zh 0.7 + en 0.3, and
+                   zh 0.9 + en 0.1 under the English-retention guard
   instructions     small (50 zh pairs) vs large (all 459), LoRA, about 5 epochs each
 The base is English-centric, not English-only, as LLaMA is: a 3,000-piece BPE trained on English plus 300
 Chinese documents (so, like LLaMA's, it holds the commonest Chinese characters and spells the rest in bytes),
@@ -34,7 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
     ))
     c.base = ml_collections.ConfigDict(dict(tokens=800_000, lr=3e-3, mixture={"en": 0.95, "zh": 0.05}))
     c.pretrain = ml_collections.ConfigDict(dict(
-        lr=2e-3, mixtures={"zh": {"zh": 1.0}, "zh_en": {"zh": 0.7, "en": 0.3}},
+        lr=2e-3, mixtures={"zh": {"zh": 1.0}, "zh_en": {"zh": 0.7, "en": 0.3}, "zh_guard": {"zh": 0.9, "en": 0.1}},
+        # zh_guard starts at zh 0.9 / en 0.1 and lets the English-retention guard (train/guard.py) move English's
+        # share to keep its held-out loss within 2% of the start, checked every 10 steps
+        guards={"zh_guard": dict(languages=["en"], every=10, budget=0.02)},
     ))
     c.instruct = ml_collections.ConfigDict(dict(
         mode="lora", lr=2e-3, seq_len=0, batch_size=0,  # rows: 0 = the model's seq_len and batch_size
@@ -54,5 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
         dict(vocab=["original"], mixture=["zh"], budget=[0, B1, B3], instruct=["small", "large"]),
         dict(vocab=["subword_mean"], mixture=["zh"], budget=[B3], instruct=["small", "large"]),
         dict(vocab=["original"], mixture=["zh_en"], budget=[B3], instruct=["small", "large"]),
+        # the English-retention guard against target-only and the fixed mixture
+        dict(vocab=["original"], mixture=["zh_guard"], budget=[B1, B3]),
     ]
     return c

@@ -19,9 +19,13 @@ def test_shipped_grids_expand_to_the_papers_arms(name, inits, tunings):
     c, g = shipped_grid(name)
     names = [p.name for p in g.points]
     series = g.series()
+    guarded = {line: series.pop(line) for line in list(series) if line[1] in (c.pretrain.get("guards") or {})}
+    assert set(guarded) == ({("original", "zh_guard")} if name == "study_toy" else set())
+    assert all([p.budget for p in line] == [0, 40_000, 360_000] for line in guarded.values())  # B1, B3
     assert set(series) == {("original", "zh"), ("original", "zh_en"), *((v, "zh") for v in inits)}
-    assert len(names) == len(set(names)) == 1 + len(inits) + 3 * len(series)  # vocabularies at 0; 3 budgets a line
-    assert sum(p.budget > 0 for p in g.points) == 3 * len(series)
+    extra = sum(len(line) - 1 for line in guarded.values())
+    assert len(names) == len(set(names)) == 1 + len(inits) + 3 * len(series) + extra  # vocabularies at 0
+    assert sum(p.budget > 0 for p in g.points) == 3 * len(series) + extra
     for (vocab, _), line in series.items():  # each line starts at its vocabulary's checkpoint before pretraining
         assert line[0] == grid_lib.Point(vocab, grid_lib.NO_MIXTURE, 0)
         assert [p.budget for p in line] == sorted(p.budget for p in line) and len(line) == 4

@@ -58,11 +58,16 @@ def _common(c, spec, *, tokenizer, steps: int, lr: float, out_dir, init_from, lo
 
 
 def pretrain(spec, *, corpus, tokenizer, mixture: dict, steps: int, lr: float, out_dir, init_from,
-             heldout: tuple[str, ...] = (), log_every: int = 0, eval_every: int = 0) -> ml_collections.ConfigDict:
+             heldout: tuple[str, ...] = (), log_every: int = 0, eval_every: int = 0,
+             guard: dict | None = None) -> ml_collections.ConfigDict:
     """configs/pretrain.py on CORPUS/{lang}/train.txt weighted by `mixture`; `heldout` languages are evaluated
-    during the run (a few batches, for the loss curves); the study evaluates every document afterwards."""
+    during the run (a few batches, for the loss curves); the study evaluates every document afterwards. `guard`:
+    data.guard settings (the English-retention guard; its languages are held out too, it measures them)."""
     c = _common(project_config("pretrain"), spec, tokenizer=tokenizer, steps=steps, lr=lr, out_dir=out_dir,
                 init_from=init_from, log_every=log_every, eval_every=eval_every)
+    if guard:
+        c.data.guard.update(dict(guard))
+        heldout = tuple(dict.fromkeys((*heldout, *guard["languages"])))
     corpus = pathlib.Path(corpus)
     c.data.sources = [dict(lang=lang, path=str(corpus / lang / "train.txt"), format="text", weight=float(w))
                       for lang, w in mixture.items()]

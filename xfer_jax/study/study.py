@@ -36,7 +36,8 @@ def pretrain_point(run, spec, point, start: dict, paths, tokenizer) -> dict:
     return run.stage(f"pretrain/{point.name}", training.run_training, stage_configs.pretrain(
         spec, corpus=paths["corpus"], tokenizer=tokenizer, mixture=spec.pretrain.mixtures[point.mixture],
         steps=stage_configs.steps_for(point.budget, spec), lr=spec.pretrain.lr,
-        out_dir=run.folder(f"pretrain/{point.name}"), init_from=start["ckpt"]))
+        out_dir=run.folder(f"pretrain/{point.name}"), init_from=start["ckpt"],
+        guard=(spec.pretrain.get("guards") or {}).get(point.mixture)))
 
 
 def tune(run, spec, tuning, point_ckpt: str, paths, tokenizer) -> dict:
