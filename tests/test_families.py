@@ -117,11 +117,7 @@ def test_norm_folding_keeps_the_head_norms_and_lora_freezes_the_biases():
     mask = trainable_mask(params, [r"_lora_[ab]$"], [])
     assert not any(v for k, v in mask["layers"].items() if k.endswith("_bias"))
     assert jax.tree.leaves(mask["layers"]["q_proj_lora_a"]) == [True]
-    tokens = np.arange(12).reshape(2, 6)
-    for cfg, p in ((qwen2, params), (qwen3, qwen3_params)):  # training reaches the new parameters
-        grads = jax.jit(jax.grad(lambda p: model_params.apply(cfg, p, tokens).std()))(p)
-        new = [n for n in grads["layers"] if n.endswith("_bias") or n in ("q_norm", "k_norm")]
-        assert len(new) in (2, 3) and all(np.abs(grads["layers"][n]).max() > 0 for n in new)
+    # that training reaches the new parameters, on a mesh: test_gradients_on_one_device_equal_eight_...
 
 
 @pytest.mark.parametrize("name", NEW_SHAPES)
@@ -212,7 +208,7 @@ def test_windows_transformers_ignores_are_accepted():
         assert LlamaConfig.from_hf({**base.to_hf(), **keys}) == base
 
 
-@pytest.mark.parametrize("name", ["qwen2", "qwen3"])
+@pytest.mark.parametrize("name", ["qwen2", pytest.param("qwen3", marks=pytest.mark.slow)])  # qwen2: biases beside
 def test_lora_merged_and_peft_exports_reproduce_the_adapted_model(name, tmp_path):
     """Adapters on every projection (B ≠ 0) beside frozen biases and head norms: the merged export and the PEFT
     adapter on the exported base give, in transformers, the logits of the adapted model here."""

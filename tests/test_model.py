@@ -110,7 +110,8 @@ def test_kv_cache_decoding_equals_full_forward(variant):
             np.testing.assert_allclose(logits[i, 0], full[i][lengths[i] + t], atol=1e-5)
 
 
-@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch", "save_attn_out"])
+@pytest.mark.parametrize("policy", ["full", "dots_no_batch", *(pytest.param(p, marks=pytest.mark.slow)
+                                                                 for p in ("dots", "save_attn_out"))])
 def test_remat_policies_change_memory_not_results(policy):
     cfg = get_shape("tiny")
     params = model_params.init_params(cfg, seed=5)

@@ -223,7 +223,8 @@ def test_refusals_name_the_file_and_the_fix(built, llama_tokenizer, tmp_path, ca
     assert "name the file tokenizer.json" in err
 
 
-@pytest.mark.parametrize("tied,strategies", [(False, STRATEGIES), (True, ("random", "subword_mean"))])
+@pytest.mark.parametrize("tied,strategies", [pytest.param(False, STRATEGIES, marks=pytest.mark.slow),  # every strategy
+                                             (True, ("random", "subword_mean"))])
 def test_extend_grows_a_llama3_checkpoint(built, tmp_path, tied, strategies):
     """Untied: every strategy on the embedding and lm_head. Tied: the same code without lm_head, two strategies."""
     cfg = get_shape("tiny", vocab_size=128256, tie_word_embeddings=tied)

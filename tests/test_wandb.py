@@ -16,7 +16,8 @@ def _wandb_files(run: pathlib.Path) -> list[pathlib.Path]:
     return sorted(run.glob("wandb/offline-run-*/run-*.wandb"))
 
 
-def test_offline_run_and_resume_log_every_step_to_one_wandb_run(pretrain_config, monkeypatch):
+@pytest.mark.parametrize("resume", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_offline_run_logs_every_step_and_a_resume_continues_the_wandb_run(pretrain_config, monkeypatch, resume):
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing may be reached: offline means offline
     c = pretrain_config
     c.train.steps, c.train.save_every, c.train.eval_every, c.train.async_save = 2, 2, 2, False
@@ -25,14 +26,15 @@ def test_offline_run_and_resume_log_every_step_to_one_wandb_run(pretrain_config,
     train(c)
     run = pathlib.Path(c.train.out_dir)
     run_id = (run / "wandb_id").read_text().strip()
-    c.train.steps = 3
-    train(c)  # resumes at step 2, the same W&B run
-    assert (run / "wandb_id").read_text().strip() == run_id
+    if resume:
+        c.train.steps = 3
+        train(c)  # resumes at step 2, the same W&B run
+        assert (run / "wandb_id").read_text().strip() == run_id
     files = _wandb_files(run)
-    assert len(files) == 2 and all(f.name == f"run-{run_id}.wandb" for f in files)
+    assert len(files) == 1 + resume and all(f.name == f"run-{run_id}.wandb" for f in files)
     logged = b"".join(f.read_bytes() for f in files)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3]
+    assert [r["step"] for r in records] == [1, 2, 3][:2 + resume]
     for r in records:
         assert json.dumps(r["loss"]).encode() in logged, r
     assert any(k.startswith("eval/") for k in records[1]) and b"eval/" in logged  # held-out losses mirrored

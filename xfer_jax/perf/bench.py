@@ -192,7 +192,7 @@ def report(args) -> int:
               f"{result['rope_type']}) batch {args.batch_size}x{args.seq_len} per device on {result['devices']} "
               f"devices {result['mesh']}, attention {result['attention']}: planned {result['plan_total_gb']} GB per "
               f"device (parameters {result['plan_params_gb']}, gradients {result['plan_grads_gb']}, optimizer "
-              f"{result['plan_opt_gb']}, activations {result['plan_act_gb']})")
+              f"{result['plan_opt_gb']}, activations {result['plan_act_gb']}, update {result['plan_update_gb']})")
         if args.chip:
             print(f"on {result['devices']} x {result['chip']} ({result['chip_memory_gb']} GB each): "
                   f"{'fits' if result['plan_fits'] else 'does NOT fit'}; projected {result['projected_step_s']} s/step, "

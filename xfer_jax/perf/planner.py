@@ -47,16 +47,17 @@ class MemoryPlan:
     optimizer: int
     activations: int
     remat: str
+    update: int = 0  # the optimizer update's fp32 temporaries of the largest trainable array (see plan_memory)
 
     @property
     def total(self) -> int:
-        return self.params + self.grads + self.optimizer + self.activations
+        return self.params + self.grads + self.optimizer + self.activations + self.update
 
     def as_row(self) -> dict:
         """Columns for a sweep CSV, in GB."""
         return {"plan_params_gb": self.params / GB, "plan_grads_gb": self.grads / GB,
                 "plan_opt_gb": self.optimizer / GB, "plan_act_gb": self.activations / GB,
-                "plan_total_gb": self.total / GB}
+                "plan_update_gb": self.update / GB, "plan_total_gb": self.total / GB}
 
 
 def shard_elements(names: Sequence[str | None], shape: Sequence[int], mesh_shape: Mapping[str, int],
@@ -143,7 +144,9 @@ def plan_memory(cfg: LlamaConfig, mesh_shape: Mapping[str, int], rules: Rules, *
     loss_chunk: train.loss_chunk (fp32 logits exist for one chunk of the sequence at a time).
     backend: the platform planned for (default this machine's): it decides the attention kernel.
     Gradients reach the optimizer in the parameter dtype (train/step.py); with grad_accum > 1 an fp32
-    accumulator sits beside them.
+    accumulator sits beside them. The AdamW update computes in fp32 one array at a time: the largest trainable
+    array's shard in fp32 is alive beside the state (`update`; measured on one H200 for Llama-3-8B, Qwen2.5-7B,
+    Qwen3-8B and Mistral-7B full fine-tuning, where it closed a gap of 7-8 GB: docs/benchmarks.md).
     """
     elems, is_trainable = _param_elements(cfg, mesh_shape, rules, trainable)
     p = jnp.dtype(cfg.param_dtype).itemsize
@@ -158,4 +161,5 @@ def plan_memory(cfg: LlamaConfig, mesh_shape: Mapping[str, int], rules: Rules, *
         activations=activation_bytes(cfg, mesh_shape, rules, batch_size // grad_accum, seq_len, loss_chunk, layer_copies,
                                      backend),
         remat=cfg.remat,
+        update=4 * max((n for k, n in elems.items() if is_trainable[k]), default=0),
     )

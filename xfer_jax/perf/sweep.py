@@ -33,7 +33,8 @@ COLUMNS = (
     "shape", "params_m", "mesh", "data", "fsdp", "tensor", "sequence", "devices", "batch_size", "seq_len", "dtype", "param_dtype",
     "remat", "attention", "status", "compile_s", "step_s", "step_s_min", "tokens_per_s", "tokens_per_s_per_device",
     "tflops_per_device", "mfu", "xla_args_gb", "xla_temp_gb", "device_mem_gb", "device_peak_mem_gb", "host_rss_gb",
-    "plan_params_gb", "plan_grads_gb", "plan_opt_gb", "plan_act_gb", "plan_total_gb", "plan_fits", "device_kind",
+    "plan_params_gb", "plan_grads_gb", "plan_opt_gb", "plan_act_gb", "plan_update_gb", "plan_total_gb", "plan_fits",
+    "device_kind",
 )
 
 
