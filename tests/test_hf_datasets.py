@@ -14,6 +14,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 datasets = pytest.importorskip("datasets")
 
+from source_helpers import assert_state_restores_the_stream, process_shares  # noqa: E402
 from xfer_jax.data import pipeline  # noqa: E402
 from xfer_jax.data.issues import InputIssues  # noqa: E402
 from xfer_jax.data.readers import open_source  # noqa: E402
@@ -113,20 +114,12 @@ def test_mixture_weights_and_exact_resume_with_a_datasets_source(hf_data, corpus
         for lang in range(2):
             tokens[lang] += np.sum((batch["segment_ids"] > 0) & (batch["lang"] == lang))
     np.testing.assert_allclose(tokens / tokens.sum(), [0.6, 0.4], atol=0.02)
-    state = iterator.get_state()
-    expected = [next(iterator) for _ in range(4)]
-    resumed = pipeline.make_train_iterator(cfg, tokenizer=tokenizer)
-    resumed.set_state(state)
-    for a, b in zip(expected, [next(resumed) for _ in range(4)]):
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key])
+    assert_state_restores_the_stream(cfg, tokenizer, iterator, 4)
 
 
 def test_two_processes_read_disjoint_shares(hf_data):
     root, docs = hf_data
-    table = open_source(spec(root / "parquet"), InputIssues())
-    shares = [pipeline.Subset(table, pipeline.process_share(np.arange(len(table)), i, 2)) for i in range(2)]
-    read = [[share[i] for i in range(len(share))] for share in shares]
+    read = process_shares(open_source(spec(root / "parquet"), InputIssues()))
     assert [len(r) for r in read] == [30, 30] and read[0] + read[1] == docs
 
 

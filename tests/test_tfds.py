@@ -15,6 +15,7 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
+from source_helpers import assert_state_restores_the_stream, process_shares  # noqa: E402
 from xfer_jax.data import pipeline, tfds_source  # noqa: E402
 from xfer_jax.data.issues import InputIssues  # noqa: E402
 from xfer_jax.data.readers import open_source  # noqa: E402
@@ -159,20 +160,12 @@ def test_state_restores_the_exact_stream_with_a_tfds_source(corpus, corpus_dir, 
     iterator = pipeline.make_train_iterator(cfg, tokenizer=tokenizer)
     for _ in range(30):  # past the 80 TFDS documents: the next epoch's order is restored too
         next(iterator)
-    state = iterator.get_state()
-    expected = [next(iterator) for _ in range(5)]
-    resumed = pipeline.make_train_iterator(cfg, tokenizer=tokenizer)
-    resumed.set_state(state)
-    for a, b in zip(expected, [next(resumed) for _ in range(5)]):
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key])
+    assert_state_restores_the_stream(cfg, tokenizer, iterator, 5)
 
 
 def test_two_processes_read_disjoint_shares(corpus):
     data_dir, splits = corpus
-    table = open_source(spec(data_dir), InputIssues())
-    shares = [pipeline.Subset(table, pipeline.process_share(np.arange(len(table)), i, 2)) for i in range(2)]
-    docs = [[share[i] for i in range(len(share))] for share in shares]
+    docs = process_shares(open_source(spec(data_dir), InputIssues()))
     assert [len(d) for d in docs] == [40, 40] and not set(docs[0]) & set(docs[1])
     assert sorted(docs[0] + docs[1]) == sorted(splits["train"])
 
