@@ -19,7 +19,10 @@ def _bpc(points, point: Point, lang: str) -> float | None:
 def _mixtures(spec) -> tuple[str | None, str | None]:
     """(target-only mixture, target + base-language mixture) among the configured mixtures."""
     only = mixed = None
+    guarded = set(spec.pretrain.get("guards") or {})  # a guard moves its weights: not the fixed mixture
     for name, weights in spec.pretrain.mixtures.items():
+        if name in guarded:
+            continue
         langs = set(weights)
         if langs == {spec.target_lang}:
             only = only or name
@@ -139,7 +142,42 @@ def code_switching(spec, grid, tunings) -> dict:
                         f"{max(rates):.1%}); the reference answers themselves: {references[0]:.1%}"}
 
 
+def guard_retention(spec, grid, points) -> dict:
+    """Not the paper's: the English-retention guard (train/guard.py) against the fixed mixture, at equal tokens."""
+    finding = "(guard) the English-retention guard keeps English within its budget and most of the mixture's gain"
+    guards = spec.pretrain.get("guards") or {}
+    _, mixed = _mixtures(spec)
+    name = next(iter(guards), None)
+    rule = ("at the largest budget both ran: the guarded run's English bits/char is within the guard's budget of the "
+            "base, and its target-language bits/char gain is at least 90% of the fixed mixture's")
+    common = sorted(set(_budgets(grid, ORIGINAL, name or "")) & set(_budgets(grid, ORIGINAL, mixed or "")))
+    if not (name and mixed and common):
+        return {"finding": finding, "status": "not measured", "rule": rule,
+                "evidence": "the grid needs an original-vocabulary guarded series and a fixed-mixture series at a "
+                            "shared budget"}
+    budget, en, t = common[-1], spec.base_lang, spec.target_lang
+    base = Point(ORIGINAL, NO_MIXTURE, 0)
+    guarded, fixed = Point(ORIGINAL, name, budget), Point(ORIGINAL, mixed, budget)
+    if any(_bpc(points, p, lang) is None for p in (base, guarded, fixed) for lang in (en, t)):
+        return {"finding": finding, "status": "not measured", "rule": rule,
+                "evidence": "the grid needs the original vocabulary at 0 tokens, the guarded and the fixed mixture"}
+    en_rise = _bpc(points, guarded, en) / _bpc(points, base, en) - 1
+    gain_guard = _bpc(points, base, t) - _bpc(points, guarded, t)
+    gain_fixed = _bpc(points, base, t) - _bpc(points, fixed, t)
+    allowed = guards[name]["budget"]
+    share = gain_guard / gain_fixed if gain_fixed > 0 else float("nan")
+    shown = en_rise <= allowed and gain_fixed > 0 and share >= 0.9
+    fixed_rise = _bpc(points, fixed, en) / _bpc(points, base, en) - 1
+    return {"finding": finding, "status": "shown" if shown else "not shown", "rule": rule,
+            "evidence": f"after {tokens_label(budget)} tokens: {en} bits/char {en_rise:+.1%} from the base under "
+                        f"{name} (budget {allowed:.0%}; {mixed}: {fixed_rise:+.1%}); {t} bits/char gain "
+                        f"{gain_guard:.3f} under {name} vs {gain_fixed:.3f} under {mixed} ({share:.0%} of it)"}
+
+
 def check(spec, grid, points, tunings) -> list[dict]:
-    return [extension(spec, grid, points), fluency_not_knowledge(spec, grid, points),
-            instruction_scale(spec, grid, tunings), english_retention(spec, grid, points),
-            code_switching(spec, grid, tunings)]
+    found = [extension(spec, grid, points), fluency_not_knowledge(spec, grid, points),
+             instruction_scale(spec, grid, tunings), english_retention(spec, grid, points),
+             code_switching(spec, grid, tunings)]
+    if spec.pretrain.get("guards"):
+        found.append(guard_retention(spec, grid, points))
+    return found
