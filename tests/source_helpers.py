@@ -21,3 +21,17 @@ def process_shares(table, processes: int = 2) -> list[list]:
     shares = [pipeline.Subset(table, pipeline.process_share(np.arange(len(table)), i, processes))
               for i in range(processes)]
     return [[share[i] for i in range(len(share))] for share in shares]
+
+
+def tokenize_and_decode(source: str, lang: str, tokenizer_path, out) -> list[str]:
+    """`xfer data tokenize --source SOURCE` into `out`, then every shard document decoded (bos/eos dropped)."""
+    from xfer_jax import cli
+    from xfer_jax.data.issues import InputIssues
+    from xfer_jax.data.readers import open_source
+    from xfer_jax.data.sources import SourceSpec
+    from xfer_jax.data.tokenizer import Tokenizer
+
+    assert cli.main(["data", "tokenize", "--out", str(out), "--tokenizer", str(tokenizer_path), "--source", source]) == 0
+    shards = open_source(SourceSpec(lang=lang, path=str(out / lang), format="tokens"), InputIssues())
+    tokenizer = Tokenizer.load(tokenizer_path)
+    return [tokenizer.decode(list(shards[i][1:-1])) for i in range(len(shards))]

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 datasets = pytest.importorskip("datasets")
 
-from source_helpers import assert_state_restores_the_stream, process_shares  # noqa: E402
+from source_helpers import assert_state_restores_the_stream, process_shares, tokenize_and_decode  # noqa: E402
 from xfer_jax.data import pipeline  # noqa: E402
 from xfer_jax.data.issues import InputIssues  # noqa: E402
 from xfer_jax.data.readers import open_source  # noqa: E402
@@ -128,11 +128,7 @@ def test_tokenize_and_vocab_train_accept_datasets(hf_data, llama_tokenizer, tmp_
 
     root, docs = hf_data
     source = f"lang=de,format=hf_dataset,path={root / 'parquet'},text_field=body,streaming=true"
-    assert cli.main(["data", "tokenize", "--out", str(tmp_path / "tok"), "--tokenizer", str(llama_tokenizer),
-                     "--source", source]) == 0
-    shards = open_source(SourceSpec(lang="de", path=str(tmp_path / "tok" / "de"), format="tokens"), InputIssues())
-    tokenizer = Tokenizer.load(llama_tokenizer)
-    assert [tokenizer.decode(list(shards[i][1:-1])) for i in range(len(shards))] == docs
+    assert tokenize_and_decode(source, "de", llama_tokenizer, tmp_path / "tok") == docs
 
     out = tmp_path / "de.model"
     assert cli.main(["vocab", "train", "--format", "hf_dataset", "--source", str(root / "saved_dict"),

@@ -15,7 +15,7 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from source_helpers import assert_state_restores_the_stream, process_shares  # noqa: E402
+from source_helpers import assert_state_restores_the_stream, process_shares, tokenize_and_decode  # noqa: E402
 from xfer_jax.data import pipeline, tfds_source  # noqa: E402
 from xfer_jax.data.issues import InputIssues  # noqa: E402
 from xfer_jax.data.readers import open_source  # noqa: E402
@@ -175,12 +175,8 @@ def test_tokenize_and_vocab_train_accept_tfds(corpus, llama_tokenizer, tmp_path)
 
     data_dir, splits = corpus
     source = f"lang=zh,format=tfds,name={NAME},data_dir={data_dir},split=validation"
-    assert cli.main(["data", "tokenize", "--out", str(tmp_path / "tok"), "--tokenizer", str(llama_tokenizer),
-                     "--source", source]) == 0
-    shards = open_source(SourceSpec(lang="zh", path=str(tmp_path / "tok" / "zh"), format="tokens"), InputIssues())
-    tokenizer = Tokenizer.load(llama_tokenizer)
-    decoded = sorted(tokenizer.decode(list(shards[i][1:-1])) for i in range(len(shards)))
-    assert decoded == sorted(splits["validation"])
+    decoded = tokenize_and_decode(source, "zh", llama_tokenizer, tmp_path / "tok")
+    assert sorted(decoded) == sorted(splits["validation"])
 
     out = tmp_path / "zh.model"
     assert cli.main(["vocab", "train", "--format", "tfds", "--source", NAME, "--data_dir", str(data_dir),
