@@ -21,7 +21,7 @@ from xfer_jax.model.shapes import SHAPES, get_shape
 from xfer_jax.parallel import mesh as mesh_lib
 from xfer_jax.parallel.placement import Placement
 from xfer_jax.perf import bench
-from xfer_jax.train import metrics, optim
+from xfer_jax.train import metrics
 
 TRAINABLE = {"full": [], "lora": [r"_lora_[ab]$"], "lora_embed": [r"_lora_[ab]$", "^embed_tokens$", "^lm_head$"]}
 
@@ -59,8 +59,7 @@ def model_config(args):
 def run(args) -> dict:
     mesh = mesh_lib.make_mesh(mesh_lib.parse_axis_sizes(args.mesh))
     cfg = model_config(args)
-    optim_cfg = optim.default_optim_config()
-    optim_cfg.moment_dtype = args.moment_dtype
+    optim_cfg = bench.optim_config(args)
     rows = args.batch_size * mesh.size
     timing = bench.time_train_step(cfg, Placement(mesh), bench.synthetic_batch(rows, args.seq_len, cfg.vocab_size, 0),
                                    optim_cfg=optim_cfg, loss_chunk=args.loss_chunk, warmup=args.warmup,

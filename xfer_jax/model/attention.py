@@ -68,9 +68,9 @@ def cudnn_attention(q, k, v, segment_ids, max_segments: int = 0):
         q, k, v, mask=(seg[:, :, None] == seg[:, None, :])[:, None], is_causal=True, implementation="cudnn")
     if not max_segments:
         return dense(q, k, v, segment_ids)
-    filled = _pad_as_segment(segment_ids)
+    filled = _pad_as_segment(segment_ids)  # the same mask: padding still sees only padding
     fits = jnp.max(filled) <= max_segments
-    return jax.lax.cond(fits, functools.partial(_cudnn_packed, max_segments=max_segments), dense, q, k, v, segment_ids)
+    return jax.lax.cond(fits, functools.partial(_cudnn_packed, max_segments=max_segments), dense, q, k, v, filled)
 
 
 def _pad_as_segment(segment_ids: jax.Array) -> jax.Array:
@@ -94,10 +94,11 @@ def segment_layout(segment_ids: jax.Array, max_segments: int) -> tuple[jax.Array
     return jnp.where(present, lengths, -1), jnp.concatenate([offsets, pad], axis=1)
 
 
-def _cudnn_packed(q, k, v, segment_ids, *, max_segments: int):
+def _cudnn_packed(q, k, v, filled, *, max_segments: int):
+    """`filled`: segment ids with the padding as a segment (`_pad_as_segment`)."""
     from jax._src.cudnn import fused_attention_stablehlo as cudnn  # the packed layout is not in jax.nn yet
 
-    lengths, offsets = segment_layout(_pad_as_segment(segment_ids), max_segments)
+    lengths, offsets = segment_layout(filled, max_segments)
     out = cudnn.dot_product_attention(q, k, v, None, None, lengths, lengths, offsets, offsets,
                                       scale=1.0 / math.sqrt(q.shape[-1]), mask_type=cudnn.MaskType.PADDING_CAUSAL)
     return out.astype(q.dtype)

@@ -75,7 +75,7 @@ _SUGGEST = {"sequence": ("seq", "sequence"), "tensor": ("act_mlp", "tensor"), "f
 def check_mesh_used(mesh_shape: dict[str, int], rules: Rules) -> None:
     """Every mesh axis with more than one device is named by some rule: else its devices would silently hold
     copies (e.g. mesh.sequence=4 under an older table with ("seq", None) keeps every sequence whole)."""
-    named = {a for _, axes in rules if axes for a in ((axes,) if isinstance(axes, str) else axes)}
+    named = {a for logical, _ in rules for a in _mesh_axes_for(logical, rules)}
     for axis, size in mesh_shape.items():
         if size > 1 and axis not in named:
             raise ValueError(f"mesh axis {axis!r} has {size} devices but no entry of the sharding rules (config "

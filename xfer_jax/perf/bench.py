@@ -84,6 +84,13 @@ def model_config(args):
                      scan_layers=not args.no_scan, fuse_projections=not args.no_fuse, **extra)
 
 
+def optim_config(args):
+    """The trainer's AdamW with `--moment_dtype` for its first moment."""
+    optim_cfg = optim.default_optim_config()
+    optim_cfg.moment_dtype = args.moment_dtype
+    return optim_cfg
+
+
 def global_rows(batch_size: int, mesh_sizes: dict) -> int:
     """--batch_size is rows per device; the `sequence` axis's devices share each row (context parallelism), so
     every device holds batch_size × seq_len / sequence tokens."""
@@ -132,9 +139,7 @@ def compile_only(args) -> dict:
     rows = global_rows(args.batch_size, dict(mesh.shape))
     checks.check_run(cfg, dict(mesh.shape), batch_size=rows, seq_len=args.seq_len, steps=args.steps)
     placement = Placement(mesh)
-    optim_cfg = optim.default_optim_config()
-    optim_cfg.moment_dtype = args.moment_dtype
-    built = setup_lib.build(cfg, placement, optim_cfg=optim_cfg, total_steps=args.steps,
+    built = setup_lib.build(cfg, placement, optim_cfg=optim_config(args), total_steps=args.steps,
                             batch_shape=(rows, args.seq_len))
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=built.batch_sharding)
              for k, v in synthetic_batch(rows, args.seq_len, cfg.vocab_size, args.packed).items()}
@@ -158,8 +163,7 @@ def run(args) -> dict:
     cfg = model_config(args)
     rows = global_rows(args.batch_size, dict(mesh.shape))
     checks.check_run(cfg, dict(mesh.shape), batch_size=rows, seq_len=args.seq_len, steps=args.steps)
-    optim_cfg = optim.default_optim_config()
-    optim_cfg.moment_dtype = args.moment_dtype
+    optim_cfg = optim_config(args)
     timing = time_train_step(cfg, Placement(mesh), synthetic_batch(rows, args.seq_len, cfg.vocab_size, args.packed),
                              optim_cfg=optim_cfg, loss_chunk=args.loss_chunk, warmup=args.warmup, steps=args.steps,
                              profile=args.profile)

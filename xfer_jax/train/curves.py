@@ -1,7 +1,7 @@
 """The loss curve where people look: OUT/curves.png, redrawn at each held-out evaluation and at the end of a run.
 
-One panel (two with the English-retention guard on: its mixture weights at each check): the training loss at every logged step (faint), its exponential moving average (smoothed), and each
-held-out language's loss as points. Drawn with matplotlib when it is installed (the `sweep`/`test` extras); without
+One panel (two with the English-retention guard on: its mixture weights at each check): the training loss at
+every logged step (faint), its exponential moving average (smoothed), and each held-out language's loss as points. Drawn with matplotlib when it is installed (the `sweep`/`test` extras); without
 it the run says so once and goes on. The PNG is written atomically through the path helper, so it works in a
 bucket too. `draw_panel` is also what the study's and the demo's multi-run figures draw in each panel.
 """

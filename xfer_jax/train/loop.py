@@ -132,7 +132,8 @@ class Trainer:
                                            seed=config.train.seed)
         eval_fn = jax.jit(lambda p, b: step_lib.eval_step(p, b, cfg=self.cfg, num_langs=len(self.languages)))
         eval_sets = pipeline.make_eval_batches(config.data, tokenizer=self.tokenizer) if config.data.heldout else {}
-        guard = self._start_guard(state, eval_sets, eval_fn)
+        self._start_guard(state, eval_sets, eval_fn)
+        guard = self._guard
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         tokens_per_step = config.data.batch_size * config.data.seq_len
         print(lora_setup.format_report(self.sizes))
@@ -181,21 +182,19 @@ class Trainer:
         return {"step": total, "skipped": int(state["skipped"]), **last}
 
     # ---- the English-retention guard (train/guard.py) ----
-    def _start_guard(self, state, eval_sets, eval_fn):
-        """The guard of a run with data.guard.languages, its baseline measured on the parameters the run starts
-        from (a resumed run has it in its data state)."""
+    def _start_guard(self, state, eval_sets, eval_fn) -> None:
+        """`self._guard` for a run with data.guard.languages, its baseline measured on the parameters the run
+        starts from (a resumed run has it, with the weights, in its checkpoint's meta)."""
         if not guard_lib.enabled(self.config.data):
-            return None
-        saved = self._guard_saved
+            return
         guard = guard_lib.Guard(self.config.data, self.data.mixer(), [s["lang"] for s in self.config.data.sources],
-                                saved)
+                                self._guard_saved)
         if guard.baseline is None:
             with self.placement.context():
                 guard.set_baseline(self._guard_losses(guard, state["params"], eval_sets, eval_fn, {}))
             print(f"guard: baseline held-out loss {_rounded(guard.baseline)}, weights "
                   f"{_rounded(guard.language_weights())}")
         self._guard = guard
-        return guard
 
     def _guard_losses(self, guard, params, eval_sets, eval_fn, measured: dict) -> dict[str, float]:
         protected = {lang: eval_sets[lang] for lang in guard.cfg.languages}
