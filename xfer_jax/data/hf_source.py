@@ -16,10 +16,8 @@ resumption drops the shuffle buffer, which would break the exact resume every ot
 """
 from __future__ import annotations
 
-import array
 import os
 
-import numpy as np
 
 from xfer_jax.data.issues import InputIssues
 from xfer_jax.data.remote import LocalCopies
@@ -87,14 +85,13 @@ class HfDatasetTable:
             raise ValueError(f"source lang={spec.lang!r} path={spec.path!r}: no column {list(fields)} "
                              f"(columns: {dataset.column_names}); set text_field")
         self._dataset, self._parse = dataset.select_columns(columns), parse
-        keep = array.array("q")
+        self._keep = issues.kept(self._rows(), parse, validate, lambda i: f"{spec.path}: row {i}")
+
+    def _rows(self):
+        """(index, row dict) of every row, read SCAN_BATCH at a time."""
         for start in range(0, len(self._dataset), SCAN_BATCH):
             batch = self._dataset[start:start + SCAN_BATCH]
-            rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-            for i, row in enumerate(rows, start):
-                if issues.accepts(parse, row, validate, lambda: f"{spec.path}: row {i}"):
-                    keep.append(i)
-        self._keep = np.frombuffer(keep, np.int64)
+            yield from enumerate((dict(zip(batch, values)) for values in zip(*batch.values())), start)
 
     def __len__(self) -> int:
         return len(self._keep)

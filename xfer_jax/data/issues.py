@@ -8,8 +8,11 @@ flat dict the trainer can log, `summary()` the human-readable account.
 """
 from __future__ import annotations
 
+import array
 import collections
 import logging
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,14 @@ class InputIssues:
             self.report(e.kind, where(), str(e))
             return False
         return True
+
+    def kept(self, records, decode, validate, where) -> np.ndarray:
+        """The indices (int64) of the records that `accepts`; `records` yields (index, raw), `where(i)` names one."""
+        keep = array.array("q")
+        for i, raw in records:
+            if self.accepts(decode, raw, validate, lambda: where(i)):
+                keep.append(i)
+        return np.frombuffer(keep, np.int64)
 
     def total(self) -> int:
         return sum(self.counts.values())

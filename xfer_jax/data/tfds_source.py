@@ -14,14 +14,12 @@ then shuffles, shards by process and checkpoints its position over the indices, 
 """
 from __future__ import annotations
 
-import array
 import os
 import re
 import shutil
 import tempfile
 import weakref
 
-import numpy as np
 
 from xfer_jax import paths
 from xfer_jax.data.issues import InputIssues
@@ -115,15 +113,16 @@ class TfdsTable:
         self._label, self._split = spec.label, spec.split or "train"
         self._directory = prepared_directory(spec)
         self._parse, self._source = parse, None
-        keep, records = array.array("q"), self._records()
+        self._keep = issues.kept(self._scan(), parse, validate, lambda i: f"{self._label} record {i}")
+
+    def _scan(self):
+        """(index, record) of every record, read SCAN_CHUNK at a time."""
+        records = self._records()
         for start in range(0, len(records), SCAN_CHUNK):
             indices = list(range(start, min(len(records), start + SCAN_CHUNK)))
             batch = (records.__getitems__(indices) if hasattr(records, "__getitems__")
                      else map(records.__getitem__, indices))
-            for i, record in zip(indices, batch):
-                if issues.accepts(parse, record, validate, lambda: f"{self._label} record {i}"):
-                    keep.append(i)
-        self._keep = np.frombuffer(keep, np.int64)
+            yield from zip(indices, batch)
 
     def _records(self):
         if self._source is None:
