@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 
-
 from xfer_jax.data.issues import InputIssues
 from xfer_jax.data.remote import LocalCopies
 from xfer_jax.data.sources import SourceSpec, source_files
