@@ -20,7 +20,6 @@ import shutil
 import tempfile
 import weakref
 
-
 from xfer_jax import paths
 from xfer_jax.data.issues import InputIssues
 from xfer_jax.data.sources import SourceSpec
