@@ -30,7 +30,7 @@ def get_config(mixture: str = "mixed") -> ml_collections.ConfigDict:
     c.model.vocab_size = 0  # 0: the tokenizer's size
     c.model.dtype = "float32"  # compute dtype ("bfloat16" on accelerators)
     c.model.param_dtype = "float32"
-    c.model.remat = "none"  # none | full | dots | dots_no_batch | save_attn_out
+    c.model.remat = "none"  # none | full | dots | dots_no_batch | save_attn_out | minimal
     c.model.attention = "auto"  # cuDNN on NVIDIA GPUs (bf16/fp16), splash on TPUs, xla on CPU (model/attention.py)
     c.model.scan_layers = True  # False: unrolled layers, fastest on GPU for shallow models, longer compiles
     c.model.fuse_projections = True  # q/k/v and gate/up as one GEMM each; False for MQA on tensor=2 (llama.py)

@@ -1,4 +1,8 @@
 """Model internals with no outside reference needed: LoRA identities, KV-cache decoding, remat policies."""
+import contextlib
+import io
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,7 +114,7 @@ def test_kv_cache_decoding_equals_full_forward(variant):
             np.testing.assert_allclose(logits[i, 0], full[i][lengths[i] + t], atol=1e-5)
 
 
-@pytest.mark.parametrize("policy", ["full", "dots_no_batch", *(pytest.param(p, marks=pytest.mark.slow)
+@pytest.mark.parametrize("policy", ["full", "dots_no_batch", "minimal", *(pytest.param(p, marks=pytest.mark.slow)
                                                                  for p in ("dots", "save_attn_out"))])
 def test_remat_policies_change_memory_not_results(policy):
     cfg = get_shape("tiny")
@@ -119,6 +123,43 @@ def test_remat_policies_change_memory_not_results(policy):
     ref, out = loss(cfg)(params), loss(cfg.replace(remat=policy))(params)
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(out)):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def _saved_residuals(fn, *args) -> list[tuple[str, tuple[int, ...], str]]:
+    """(dtype, shape, why) of what the backward of `fn` keeps, from jax's public printer."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        jax.ad_checkpoint.print_saved_residuals(fn, *args)
+    rows = [re.match(r"(\w+)\[([\d,]*)\] (.*)", line) for line in out.getvalue().splitlines()]
+    return [(m[1], tuple(int(d) for d in m[2].split(",") if d), m[3]) for m in rows if m]
+
+
+def test_minimal_remat_keeps_no_norm_or_dropout_residuals():
+    """remat="minimal" (a LoRA step with dropout): the backward keeps q/k/v, the residual stream and gate/up, and
+    recomputes norms, dropout masks and LoRA's rank-r products — far fewer bytes than without remat."""
+    cfg = get_shape("tiny", lora_rank=4, lora_dropout=0.1, dtype="bfloat16")
+    params = model_params.init_params(cfg, seed=5)
+    adapters = {k: v for k, v in params["layers"].items() if "_lora_" in k}
+
+    def saved(policy):
+        c = cfg.replace(remat=policy)
+        loss = lambda a: model_params.apply(  # noqa: E731
+            c, {**params, "layers": {**params["layers"], **a}}, TOKENS, dropout_key=jax.random.key(0)).mean()
+        b, t = TOKENS.shape  # activations only: the weights' bf16 copies are kept either way
+        return [r for r in _saved_residuals(loss, adapters) if any(r[1][i:i + 2] == (b, t) for i in range(len(r[1])))]
+
+    size = {"f32": 4, "bf16": 2, "i32": 4, "u32": 4, "bool": 1, "key<fry>": 8}
+    nbytes = lambda rows: sum(np.prod(shape) * size.get(d, 4) for d, shape, _ in rows)  # noqa: E731
+    minimal, none = saved("minimal"), saved("none")
+    assert nbytes(minimal) < 0.5 * nbytes(none)
+    per_layer = [r for r in minimal if r[1][:3] == (cfg.num_layers, *TOKENS.shape)]  # stacked by the layer scan
+    shapes = {shape for _, shape, _ in per_layer}
+    assert (cfg.num_layers, *TOKENS.shape, cfg.intermediate_size) in shapes  # gate and up
+    assert (cfg.num_layers, *TOKENS.shape, cfg.hidden_size) in shapes  # layer input, residual after attention
+    assert not any(d == "bool" for d, _, _ in minimal)  # no dropout mask kept
+    heads = cfg.num_heads + 2 * cfg.num_kv_heads
+    limit = TOKENS.size * (2 * cfg.hidden_size + heads * cfg.head_dim + 2 * cfg.intermediate_size) * 2  # bf16
+    assert nbytes(per_layer) <= cfg.num_layers * limit
 
 
 def test_unrolled_layers_equal_scanned():

@@ -13,7 +13,7 @@ from xfer_jax.model import hf_config
 from xfer_jax.model.family import LORA_TARGETS  # the projections that may take adapters (kept importable here)
 from xfer_jax.model.hf_config import HF_FAMILIES
 
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_out")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_out", "minimal")  # llama.py _REMAT says what each keeps
 ATTENTION_IMPLS = ("xla", "cudnn", "splash", "auto")  # auto: cudnn on GPU, splash on TPU, xla else (attention.resolve)
 DECODE_ATTENTION_IMPLS = ("xla", "pallas")  # one new token against the KV cache (model/decode_attention.py)
 FAMILIES = tuple(HF_FAMILIES)  # llama (1/2/3), mistral, qwen2 (q/k/v biases), qwen3 (per-head q/k RMSNorm)

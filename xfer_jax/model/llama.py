@@ -23,11 +23,27 @@ from xfer_jax.model.decode_attention import decode_attention, supported as decod
 from xfer_jax.model.config import LlamaConfig
 from xfer_jax.parallel.rules import constrain
 
+# remat="minimal" keeps what the backward cannot recompute without a weight matmul or attention: the attention
+# inputs after RoPE, the fused kernel's output and softmax statistics, the residual stream after attention and the
+# MLP's gate/up outputs. Norms, RoPE, SwiGLU, LoRA dropout and LoRA's rank-r products are recomputed (elementwise
+# or tiny work), so a layer keeps about 60% of what it keeps without remat and no matmul runs twice.
+MINIMAL_SAVED = ("query", "key", "value", "attn_residual", "mlp_gate", "mlp_up", "mlp_gate_up")
+_FUSED_ATTENTION_FORWARD = ("dot_product_attention_fwd_wrapper", "dot_product_attention_fwd", "pallas_call")
+
+
+def _fused_attention_forward(prim, *_, **__) -> bool:
+    """Save the outputs of cuDNN's (or a Pallas kernel's) attention forward: its output and softmax statistics,
+    which its backward reads. Training layers hold no other Pallas call."""
+    return prim.name in _FUSED_ATTENTION_FORWARD
+
+
 _REMAT = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "save_attn_out": jax.checkpoint_policies.save_only_these_names("attn_out"),
+    "minimal": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.save_only_these_names(*MINIMAL_SAVED), _fused_attention_forward),
 }
 
 
@@ -144,6 +160,7 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
         q, k, v = _attention_inputs(cfg, w, q, k, v)
         queries, factor = q.reshape(*q.shape[:2], cfg.num_kv_heads, groups, cfg.head_dim), None
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    q, k, v = checkpoint_name(q, "query"), checkpoint_name(k, "key"), checkpoint_name(v, "value")
     if cache is None:
         attn = attention(q, k, v, segment_ids, cfg.attention, block_size=cfg.attention_block_size,
                          max_segments=cfg.attention_max_segments)
@@ -158,15 +175,15 @@ def decoder_layer(cfg: LlamaConfig, w: dict[str, jax.Array], x, cos, sin, segmen
         else:
             attn = cached_attention(q, k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype), index, valid)
     attn = checkpoint_name(attn, "attn_out")
-    x = x + constrain(proj("o_proj", attn), ("batch", "seq", "act_embed"))
+    x = checkpoint_name(x + constrain(proj("o_proj", attn), ("batch", "seq", "act_embed")), "attn_residual")
 
     h, factor = _normed(cfg, w, "post_attention_layernorm", x)
     if "gate_up_proj" in w:
         gate_up = constrain(jnp.einsum("bte,egf->btgf", h, w["gate_up_proj"]), ("batch", "seq", None, "act_mlp"))
-        gate, up = (x.squeeze(2) for x in jnp.split(gate_up, 2, axis=2))
+        gate, up = (x.squeeze(2) for x in jnp.split(checkpoint_name(gate_up, "mlp_gate_up"), 2, axis=2))
     else:
-        gate = constrain(proj("gate_proj", h), ("batch", "seq", "act_mlp"))
-        up = constrain(proj("up_proj", h), ("batch", "seq", "act_mlp"))
+        gate = checkpoint_name(constrain(proj("gate_proj", h), ("batch", "seq", "act_mlp")), "mlp_gate")
+        up = checkpoint_name(constrain(proj("up_proj", h), ("batch", "seq", "act_mlp")), "mlp_up")
     mlp = jax.nn.silu(_scaled(gate, factor)) * _scaled(up, factor)
     x = x + constrain(proj("down_proj", mlp), ("batch", "seq", "act_embed"))
     return x if cache is None else (x, (k_all, v_all))

@@ -109,7 +109,7 @@ def parse_sweep_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seq_len", type=int, default=2048)
     p.add_argument("--dtype", default="bfloat16", help="compute dtype")
     p.add_argument("--param_dtype", default="float32")
-    p.add_argument("--remat", default="none", help="none | full | dots | dots_no_batch | save_attn_out")
+    p.add_argument("--remat", default="none", help="none | full | dots | dots_no_batch | save_attn_out | minimal")
     p.add_argument("--attention", default="auto", help="auto | xla | cudnn | splash (Pallas TPU; interpreted elsewhere)")
     p.add_argument("--vocab_size", type=int, default=0, help="0: the shape's own")
     p.add_argument("--grad_accum", type=int, default=1)

@@ -27,14 +27,17 @@ from xfer_jax.parallel.rules import Rules, spec_for
 GB = 1e9
 
 # What each remat policy keeps per layer (see model/llama.py _REMAT); the layer input is always kept.
-# kind: "proj" = weight matmuls (dot_general without batch dims), "attn" = the attention einsums
-# (dot_general with batch dims), "attn_out" = the tensor named "attn_out", "other" = everything else.
+# kind: "proj" = weight matmuls (dot_general without batch dims) that remat="minimal" recomputes nothing for,
+# "proj_kept" = weight matmuls it keeps (v, gate/up), "attn" = the attention einsums (dot_general with batch dims),
+# "stats" = a fused kernel's softmax statistics, "attn_out" = the attention output, "rope" = q and k after RoPE,
+# "resid" = the residual stream after attention, "other" = everything else.
 KEPT = {
-    "none": {"proj", "attn", "attn_out", "other"},
+    "none": {"proj", "proj_kept", "attn", "stats", "attn_out", "rope", "resid", "other"},
     "full": set(),
-    "dots": {"proj", "attn", "attn_out"},
-    "dots_no_batch": {"proj"},
+    "dots": {"proj", "proj_kept", "attn", "stats", "attn_out"},
+    "dots_no_batch": {"proj", "proj_kept"},
     "save_attn_out": {"attn_out"},
+    "minimal": {"proj_kept", "stats", "attn_out", "rope", "resid"},  # attn_out: a fused kernel's output only
 }
 
 
@@ -101,7 +104,7 @@ def activation_bytes(cfg: LlamaConfig, mesh_shape: Mapping[str, int], rules: Rul
     if kernel == "xla":  # the reference kernel materialises [T, S] scores and probabilities
         attention_scores = [("attn", scores, (batch, K, G, seq, seq), f), ("other", scores, (batch, K, G, seq, seq), c)]
     else:  # fused kernels (cuDNN, splash) keep only the softmax statistics
-        attention_scores = [("attn", scores[:-1], (batch, K, G, seq), f)]
+        attention_scores = [("stats", scores[:-1], (batch, K, G, seq), f)]
     if spec_for(bt, (batch, seq), dict(mesh_shape), rules)[1] is not None:  # context parallelism: every shard
         # holds (and the backward keeps) K and V for the whole sequence, gathered over the sequence axis
         attention_scores.append(("attn", ("batch", None, "act_kv_heads", None), (batch, seq, 2 * K, D), c))
@@ -111,19 +114,20 @@ def activation_bytes(cfg: LlamaConfig, mesh_shape: Mapping[str, int], rules: Rul
         ("other", (*bt, "act_embed"), (batch, seq, 2 * norm_copies * E), f),  # both norms' fp32 work
         ("proj", (*bt, "act_heads", None), (batch, seq, H, D), c),  # q
         ("proj", (*bt, "act_kv_heads", None), (batch, seq, K, D), c),  # k
-        ("proj", (*bt, "act_kv_heads", None), (batch, seq, K, D), c),  # v
-        ("other", (*bt, "act_heads", None), (batch, seq, H + K, D), c),  # q, k after RoPE
+        ("proj_kept", (*bt, "act_kv_heads", None), (batch, seq, K, D), c),  # v
+        ("rope", (*bt, "act_heads", None), (batch, seq, H + K, D), c),  # q, k after RoPE
         *attention_scores,
         ("attn_out", (*bt, "act_heads", None), (batch, seq, H, D), c),
         ("proj", (*bt, "act_embed"), (batch, seq, E), c),  # o_proj
-        ("other", (*bt, "act_embed"), (batch, seq, 2 * E), c),  # residual, normed
-        ("proj", (*bt, "act_mlp"), (batch, seq, 2 * F), c),  # gate, up
+        ("resid", (*bt, "act_embed"), (batch, seq, E), c),  # residual after attention
+        ("other", (*bt, "act_embed"), (batch, seq, E), c),  # its norm
+        ("proj_kept", (*bt, "act_mlp"), (batch, seq, 2 * F), c),  # gate, up
         ("other", (*bt, "act_mlp"), (batch, seq, 2 * F), c),  # silu(gate), silu(gate)·up
         ("proj", (*bt, "act_embed"), (batch, seq, E), c),  # down_proj
     ]
     sizes = [(kind, shard_elements(names, shape, mesh_shape, rules) * nbytes) for kind, names, shape, nbytes in layer]
     layer_input = shard_elements((*bt, "act_embed"), (batch, seq, E), mesh_shape, rules) * c
-    kept = KEPT[cfg.remat]
+    kept = KEPT[cfg.remat] - ({"attn_out"} if cfg.remat == "minimal" and kernel == "xla" else set())
     per_layer = layer_input + sum(b for kind, b in sizes if kind in kept)
     weights = layer_weight_copies if "other" in kept else 0
     recompute = 0 if cfg.remat == "none" else sum(b for _, b in sizes)
