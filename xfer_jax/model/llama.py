@@ -26,7 +26,7 @@ from xfer_jax.parallel.rules import constrain
 # remat="minimal" keeps what the backward cannot recompute without a weight matmul or attention: the attention
 # inputs after RoPE, the fused kernel's output and softmax statistics, the residual stream after attention and the
 # MLP's gate/up outputs. Norms, RoPE, SwiGLU, LoRA dropout and LoRA's rank-r products are recomputed (elementwise
-# or tiny work), so a layer keeps about 60% of what it keeps without remat and no matmul runs twice.
+# or tiny work), so a layer keeps about 40% of what it keeps without remat and no matmul runs twice.
 MINIMAL_SAVED = ("query", "key", "value", "attn_residual", "mlp_gate", "mlp_up", "mlp_gate_up")
 _FUSED_ATTENTION_FORWARD = ("dot_product_attention_fwd_wrapper", "dot_product_attention_fwd", "pallas_call")
 
